@@ -1,0 +1,190 @@
+"""Model configuration as plain dataclasses.
+
+Two builders: `convl_config()` is the released ConvNeXt-L / 300-query OMG-Seg, and
+`config_from_bundle(dict)` rebuilds the exact sizes recorded in a golden bundle's config.json.
+Every size the forward pass needs is here; nothing is read from anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Widths/depths of the timm ConvNeXt trunks that open_clip's CLIP ConvNeXt models wrap.
+TIMM_CONVNEXT_ARCHS = {
+    "convnext_tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+    "convnext_small": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "convnext_base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "convnext_large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "convnext_xlarge": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
+    "convnext_xxlarge": ((3, 4, 30, 3), (384, 768, 1536, 3072)),
+}
+
+
+@dataclass
+class BackboneConfig:
+    depths: tuple[int, ...] = (3, 3, 27, 3)
+    dims: tuple[int, ...] = (192, 384, 768, 1536)
+    embed_dim: int = 768  # CLIP embedding width (output of the CLIP MLP projection)
+    proj_hidden: int = 1536  # hidden width of the CLIP MLP projection (open_clip: 2 * embed_dim)
+    norm_eps: float = 1e-6
+
+
+@dataclass
+class HeadConfig:
+    feat_channels: int = 256
+    num_queries: int = 300
+    num_levels: int = 3  # multi-scale levels seen by the encoder and the decoder
+    num_heads: int = 8
+    num_points: int = 4
+    num_groups: int = 32  # GroupNorm groups in the pixel decoder
+    encoder_layers: int = 6
+    encoder_ffn: int = 1024
+    decoder_layers: int = 9
+    decoder_ffn: int = 2048
+    num_prototypes: int = 1  # synonyms per class in the class-embedding buffer (P)
+    logit_scale: float = 4.6052
+    with_prompt: bool = True  # the 4 interactive-prompt keys (mask_tokens, pb_embedding, pos_linear)
+
+
+@dataclass
+class VideoConfig:
+    """MinVIS clip parameters (official demo defaults)."""
+
+    clip_size: int = 3
+    clip_size_small: int = 3
+    small_clip_thr: int = 10
+    whole_clip_thr: int = 0
+    overlap: int = 0
+    backbone_batch: int = 50
+
+
+@dataclass
+class TestConfig:
+    max_per_image: int = 100
+    iou_thr: float = 0.8
+    filter_low_score: bool = True
+    object_mask_thr: float = 0.0
+    num_proposals: int = 25
+
+
+@dataclass
+class PreprocessConfig:
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    video_scale: tuple[int, int] = (1280, 736)  # (w, h) limits of the keep-ratio resize
+    image_scale: tuple[int, int] = (1024, 1024)
+    pad_divisor: int = 32
+
+
+@dataclass
+class OMGSegConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    clip_model_name: str = "convnext_large_d_320"
+    instance_offset: int = 1000
+
+
+def convl_config(**head_overrides) -> OMGSegConfig:
+    """The released OMG-Seg ConvNeXt-L model (omg_seg_convl.pth + convnext_large_d_320 CLIP)."""
+    return OMGSegConfig(head=HeadConfig(**head_overrides))
+
+
+def convxxl_config(**head_overrides) -> OMGSegConfig:
+    """OMG-Seg with the open_clip convnext_xxlarge backbone (omg_seg_convxxl.pth)."""
+    depths, dims = TIMM_CONVNEXT_ARCHS["convnext_xxlarge"]
+    return OMGSegConfig(
+        backbone=BackboneConfig(depths=depths, dims=dims, embed_dim=1024, proj_hidden=2048),
+        head=HeadConfig(**head_overrides),
+        clip_model_name="convnext_xxlarge",
+    )
+
+
+def backbone_from_open_clip(model_name_or_cfg) -> BackboneConfig:
+    """Backbone sizes from an open_clip model name (e.g. 'convnext_large_d_320') or an open_clip
+    model-config dict ({'embed_dim', 'vision_cfg': {'timm_model_name', ...}})."""
+    cfg = model_name_or_cfg
+    if isinstance(cfg, str):
+        import open_clip
+
+        name = cfg
+        cfg = open_clip.get_model_config(name)
+        if cfg is None:
+            raise ValueError(f"unknown open_clip model: {name}")
+    timm_name = cfg["vision_cfg"]["timm_model_name"]
+    if timm_name not in TIMM_CONVNEXT_ARCHS:
+        raise ValueError(f"unsupported CLIP trunk {timm_name!r} (expected a timm ConvNeXt)")
+    depths, dims = TIMM_CONVNEXT_ARCHS[timm_name]
+    embed = int(cfg["embed_dim"])
+    return BackboneConfig(depths=depths, dims=dims, embed_dim=embed, proj_hidden=2 * embed)
+
+
+def config_from_bundle(bundle: dict) -> OMGSegConfig:
+    """Rebuild the model configuration recorded in a golden bundle's config.json."""
+    bb = bundle["backbone"]
+    trunk = bb["timm_trunk"]
+    embed = int(bb["open_clip_model_config"]["embed_dim"])
+    backbone = BackboneConfig(
+        depths=tuple(trunk["depths"]),
+        dims=tuple(trunk["dims"]),
+        embed_dim=embed,
+        proj_hidden=2 * embed,
+    )
+    h = bundle["head"]
+    pd = h["pixel_decoder"]
+    td = h["transformer_decoder"]
+    groups = 32
+    norm = str(pd.get("norm", ""))
+    if "GroupNorm(" in norm:
+        groups = int(norm.split("(")[1].split()[0])
+    head = HeadConfig(
+        feat_channels=int(h["feat_channels"]),
+        num_queries=int(h["num_queries"]),
+        num_levels=int(h["num_transformer_feat_level"]),
+        num_heads=int(td["cross_attn"]["num_heads"]),
+        num_points=int(pd["self_attn"]["num_points"]),
+        num_groups=groups,
+        encoder_layers=int(pd["encoder_num_layers"]),
+        encoder_ffn=int(pd["ffn"]["feedforward_channels"]),
+        decoder_layers=int(td["num_layers"]),
+        decoder_ffn=int(td["ffn"]["feedforward_channels"]),
+        num_prototypes=int(bundle["classes"]["cls_embed_file_shape"][1]),
+        logit_scale=float(h.get("logit_scale_buffer", 4.6052)),
+        with_prompt=bool(h.get("box_query", {}).get("enable_box_query_in_weights", True)),
+    )
+    d = bundle["detector"]
+    video = VideoConfig(
+        clip_size=int(d["clip_size"]),
+        clip_size_small=int(d["clip_size_small"]),
+        small_clip_thr=int(d["small_clip_thr"]),
+        whole_clip_thr=int(d["whole_clip_thr"]),
+        overlap=int(d["overlap"]),
+        backbone_batch=int(d.get("BACKBONE_BATCH", 50)),
+    )
+    t = bundle["test_cfg"]
+    test = TestConfig(
+        max_per_image=int(t["max_per_image"]),
+        iou_thr=float(t["iou_thr"]),
+        filter_low_score=bool(t["filter_low_score"]),
+        object_mask_thr=float(t["object_mask_thr"]),
+        num_proposals=int(bundle.get("test_cfg_variants", {}).get("vos_", {}).get("num_proposals", 25)),
+    )
+    p = bundle["preprocessing"]
+    pre = PreprocessConfig(
+        mean=tuple(p["mean"]),
+        std=tuple(p["std"]),
+        video_scale=tuple(p["video_resize_scale_wh"]),
+        image_scale=tuple(p["image_resize_scale_wh"]),
+        pad_divisor=int(p["pad_size_divisor"]),
+    )
+    return OMGSegConfig(
+        backbone=backbone,
+        head=head,
+        video=video,
+        test=test,
+        preprocess=pre,
+        clip_model_name=bb.get("open_clip_model_name", "custom"),
+        instance_offset=int(bundle.get("INSTANCE_OFFSET", 1000)),
+    )

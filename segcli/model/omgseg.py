@@ -1,0 +1,86 @@
+"""The whole OMG-Seg network: `backbone` (frozen CLIP ConvNeXt) + `panoptic_head`.
+
+`state_dict()` keys equal the official checkpoint's (`backbone.*`, `panoptic_head.*`), so the
+released head file plus the open_clip backbone load strictly (segcli.model.checkpoint).
+The module holds no per-video state: clip association, running scores and post-processing
+live in segcli.pipeline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import CLIPConvNeXt
+from .config import OMGSegConfig
+from .head import HeadOutput, OMGHead, Prompts
+
+
+class OMGSeg(nn.Module):
+    def __init__(self, cfg: OMGSegConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = CLIPConvNeXt(cfg.backbone)
+        self.panoptic_head = OMGHead(self.backbone.out_channels, cfg.head, cfg.backbone)
+
+    def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
+        self.panoptic_head.set_class_embeddings(embeddings)
+
+    @torch.no_grad()
+    def extract_features(self, images: torch.Tensor, batch: int | None = None) -> list[torch.Tensor]:
+        """(N, 3, Hp, Wp) normalised frames -> 4 backbone maps, in chunks of `batch` frames."""
+        batch = batch or images.shape[0]
+        chunks = [self.backbone(images[i:i + batch]) for i in range(0, images.shape[0], batch)]
+        return [torch.cat(level, 0) for level in zip(*chunks)]
+
+    @torch.no_grad()
+    def forward_clip(self, feats: list[torch.Tensor], num_frames: int, all_layers: bool = False) -> HeadOutput:
+        """Decode one clip (or B clips) of `num_frames` frames with the learned queries."""
+        return self.panoptic_head(feats, num_frames=num_frames, all_layers=all_layers)
+
+    @torch.no_grad()
+    def forward_prompts(self, feats: list[torch.Tensor], prompts: Prompts, all_layers: bool = False) -> HeadOutput:
+        """Decode prompt queries (interactive mode) on single images."""
+        return self.panoptic_head(feats, num_frames=1, prompts=prompts, all_layers=all_layers)
+
+    def forward(self, images: torch.Tensor, num_frames: int = 1) -> HeadOutput:
+        return self.forward_clip(self.extract_features(images), num_frames)
+
+    # ---- open-vocabulary ensemble (CLIP mask pooling, FC-CLIP style) ---------------------
+    @torch.no_grad()
+    def clip_pool_sums(self, feat_s32: torch.Tensor, mask_logits_padres: torch.Tensor):
+        """Unnormalised CLIP mask pooling of some frames, to be summed over a whole video.
+
+        feat_s32 (T, C, h, w) backbone maps; mask_logits_padres (Q, T, Hp, Wp) at padded input
+        size. Returns (sum of features inside each mask (Q, C), mask pixel count (Q,))."""
+        clip_feat = self.backbone.get_clip_feature(feat_s32)
+        q, t = mask_logits_padres.shape[:2]
+        small = F.interpolate(mask_logits_padres.transpose(0, 1).float(), size=clip_feat.shape[-2:],
+                              mode="bilinear", align_corners=False)  # (T, Q, h, w)
+        binary = (small > 0).to(clip_feat.dtype)
+        sums = torch.einsum("tchw,tqhw->qc", clip_feat, binary)
+        return sums, binary.sum(dim=(0, 2, 3))
+
+    @torch.no_grad()
+    def open_vocab_logits(self, cls_logits: torch.Tensor, pooled_sum: torch.Tensor, pooled_count: torch.Tensor,
+                          seen: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+        """Geometric ensemble of query and CLIP class probabilities (official open_voc_inference).
+
+        cls_logits (Q, K+1); pooled_* from clip_pool_sums summed over frames; seen (K,) bool
+        (class in the training vocabulary). Returns log-probabilities (Q, K+1) for post-processing."""
+        pooled = pooled_sum / (pooled_count[:, None] + 1e-8)
+        clip_emb = self.backbone.forward_feat(pooled[None])
+        clip_p = self.panoptic_head.forward_logit(clip_emb)[0, :, :-1].softmax(-1)
+        query_p = cls_logits[:, :-1].softmax(-1)
+        valid = (pooled_count > 0).float()[:, None]
+        a = alpha * valid
+        bt = beta * valid
+        seen = seen.float().to(cls_logits.device)
+        logits = (query_p ** (1 - a) * clip_p ** a).log() * seen + (query_p ** (1 - bt) * clip_p ** bt).log() * (1 - seen)
+        void = cls_logits.softmax(-1)[:, -1:]
+        return torch.log(torch.cat([logits.softmax(-1) * (1 - void), void], -1) + 1e-8)
+
+
+def build_model(cfg: OMGSegConfig) -> OMGSeg:
+    return OMGSeg(cfg).eval()
