@@ -1,0 +1,133 @@
+"""Checkpoint loading: strict keys with a readable error, safe formats only, open_clip key mapping."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from segcli.errors import WeightsError
+from segcli.model.backbone import CLIPConvNeXt
+from segcli.model.checkpoint import PROMPT_KEYS, clip_to_backbone, load_into, load_weights, read_state_dict
+from segcli.model.config import BackboneConfig, HeadConfig, OMGSegConfig
+from segcli.model.omgseg import OMGSeg
+
+TINY = OMGSegConfig(
+    backbone=BackboneConfig(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), embed_dim=16, proj_hidden=32),
+    head=HeadConfig(feat_channels=32, num_queries=4, num_heads=4, num_groups=8, encoder_layers=1,
+                    encoder_ffn=16, decoder_layers=3, decoder_ffn=16),
+)
+
+
+def test_mmengine_wrapped_and_bare_head_files(tmp_path):
+    model = OMGSeg(TINY)
+    state = model.state_dict()
+    head = {k: v for k, v in state.items() if k.startswith("panoptic_head.")}
+    backbone = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    torch.save({"state_dict": head, "meta": {"epoch": 12}}, tmp_path / "wrapped.pth")
+    torch.save(head, tmp_path / "bare.pth")
+    for name in ("wrapped.pth", "bare.pth"):
+        assert set(read_state_dict(tmp_path / name)) == set(head)
+    # head-only file without a CLIP checkpoint: a clear error
+    with pytest.raises(WeightsError, match="no backbone weights"):
+        load_weights(OMGSeg(TINY), tmp_path / "bare.pth")
+    # head file + open_clip-named CLIP checkpoint (with text-tower keys, which are ignored)
+    clip = {}
+    for k, v in backbone.items():
+        k = k.removeprefix("backbone.")
+        if k.startswith("layer"):
+            i, rest = k[len("layer"):].split(".", 1)
+            clip[f"visual.trunk.stages.{int(i) - 1}.{rest}"] = v
+        elif k.startswith("stem."):
+            clip["visual.trunk." + k] = v
+        elif k.startswith("head.0."):
+            clip["visual.trunk.head." + k[len("head.0."):]] = v
+        else:
+            clip["visual.head." + k[len("head.1."):]] = v
+    clip["token_embedding.weight"] = torch.zeros(3, 4)
+    torch.save({"state_dict": clip}, tmp_path / "clip.bin")
+    fresh = OMGSeg(TINY)
+    load_weights(fresh, tmp_path / "bare.pth", clip=tmp_path / "clip.bin")
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    model = OMGSeg(TINY)
+    state = dict(model.state_dict())
+    del state["panoptic_head.query_feat.weight"]
+    state["panoptic_head.extra.weight"] = torch.zeros(1)
+    with pytest.raises(WeightsError) as err:
+        load_into(OMGSeg(TINY), state)
+    msg = str(err.value)
+    assert "panoptic_head.query_feat.weight" in msg and "panoptic_head.extra.weight" in msg
+    assert "\n" not in msg
+
+
+def test_wrong_shape_is_reported():
+    state = dict(OMGSeg(TINY).state_dict())
+    state["panoptic_head.query_feat.weight"] = torch.zeros(5, 32)
+    with pytest.raises(WeightsError, match="query_feat"):
+        load_into(OMGSeg(TINY), state)
+
+
+def test_prompt_keys_allowed_for_model_without_prompt_branch():
+    full = OMGSeg(TINY).state_dict()
+    assert all(k in full for k in PROMPT_KEYS)
+    cfg = OMGSegConfig(backbone=TINY.backbone, head=HeadConfig(**{**TINY.head.__dict__, "with_prompt": False}))
+    load_into(OMGSeg(cfg), dict(full))  # no error: the 4 prompt keys are on the allow-list
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_checkpoint_needing_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Evil()}, path)
+    with pytest.raises(WeightsError, match="refusing to load"):
+        read_state_dict(path)
+    assert "this must never run" not in capsys.readouterr().out
+    with open(tmp_path / "raw.pkl", "wb") as fh:
+        pickle.dump(Evil(), fh)
+    with pytest.raises(WeightsError):
+        read_state_dict(tmp_path / "raw.pkl")
+
+
+def test_corrupt_or_missing_files(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        read_state_dict(tmp_path / "nope.pth")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(WeightsError):
+        read_state_dict(bad)
+
+
+def test_backbone_matches_timm_convnext_through_open_clip_names():
+    """Our ConvNeXt loaded from open_clip-style names computes what timm's trunk computes."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    # the block type of convnext_large (Linear MLP, conv_mlp=False) at a tiny size
+    from timm.models.convnext import ConvNeXt
+
+    trunk = ConvNeXt(depths=(2, 2, 3, 1), dims=(40, 80, 160, 320), conv_mlp=False, num_classes=0, global_pool="")
+    trunk.eval()
+    with torch.no_grad():
+        for name, p in trunk.named_parameters():
+            if name.endswith("gamma"):
+                p.uniform_(0.2, 0.6)
+    state = {f"visual.trunk.{k}": v for k, v in trunk.state_dict().items()}
+    state["visual.head.mlp.fc1.weight"] = torch.randn(64, 320)
+    state["visual.head.mlp.fc1.bias"] = torch.randn(64)
+    state["visual.head.mlp.fc2.weight"] = torch.randn(32, 64)
+    mapped = clip_to_backbone(state)
+    ours = CLIPConvNeXt(BackboneConfig(depths=(2, 2, 3, 1), dims=(40, 80, 160, 320), embed_dim=32, proj_hidden=64))
+    ours.load_state_dict({k.removeprefix("backbone."): v for k, v in mapped.items()}, strict=True)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        feats = ours(x)
+        ref = trunk.forward_intermediates(x, intermediates_only=True)
+    for a, b in zip(feats, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
