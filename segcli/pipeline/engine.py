@@ -1,0 +1,166 @@
+"""The loaded model and how to call it: the `Segmenter` is what the CLI, the Python API and
+batch jobs hold. It owns the network, the vocabulary's class embeddings, the device and the
+precision; per-video state lives in segcli.pipeline.video.
+
+    seg = Segmenter.load("../shared/golden/tiny_v1", vocab=parse_vocab("cat,dog|puppy"))
+    for frame in seg.video("clip.mp4", task="vis"):
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError, WeightsError
+from ..model.checkpoint import load_weights
+from ..model.config import OMGSegConfig, config_from_bundle, convl_config, convxxl_config
+from ..model.head import HeadOutput, Prompts
+from ..model.omgseg import OMGSeg, build_model
+from ..vocab.parse import Vocabulary
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise UsageError(f"unknown device '{name}' (choose auto, cpu, cuda, cuda:N or mps)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: MPS is not available here")
+    return torch.device(name)
+
+
+@dataclass
+class WeightsSource:
+    """Where a model comes from: its configuration and the files to load."""
+
+    config: OMGSegConfig
+    weights: Path  # full checkpoint, or the head file when `clip` is set
+    clip: Path | None = None
+    text_source: str | Path | None = None  # what segcli.vocab builds class embeddings with
+    vocabulary: Vocabulary | None = None  # the model's own vocabulary (bundles), if any
+    name: str = ""
+
+
+def bundle_vocabulary(config: dict) -> Vocabulary:
+    from ..vocab.parse import from_official
+
+    classes = config["classes"]
+    return from_official(classes["things"], classes["stuff"], name=classes.get("dataset_name"))
+
+
+def resolve_weights(weights: str) -> WeightsSource:
+    """A registry name, a checkpoint file, or a directory in the golden-bundle layout."""
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file() or not (path / "weights.safetensors").is_file():
+            raise WeightsError(f"{path} is not a model directory (needs config.json and weights.safetensors)")
+        raw = json.loads(cfg_file.read_text())
+        return WeightsSource(config_from_bundle(raw), path / "weights.safetensors", None, path,
+                             bundle_vocabulary(raw), name=path.name)
+    if path.is_file():
+        from .. import weights as registry
+
+        clip = None
+        try:
+            clip = registry.resolve("clip-convnext-large-d-320")["clip-convnext-large-d-320"]
+        except Exception:  # a full checkpoint needs no CLIP file; load_weights says if it does
+            clip = None
+        return WeightsSource(convl_config(), path, clip, clip, name=path.stem)
+    if "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        raise WeightsError(f"weights file not found: {weights}")
+    from .. import weights as registry
+
+    files = registry.resolve(weights)
+    cfg = convxxl_config() if "xxl" in weights else convl_config()
+    return WeightsSource(cfg, files["head"], files.get("clip"), weights, name=weights)
+
+
+class Segmenter:
+    """OMG-Seg ready to run: model on its device, class embeddings set, precision chosen."""
+
+    def __init__(self, model: OMGSeg, vocabulary: Vocabulary, device: torch.device,
+                 precision: str = "fp32", seen: list[bool] | None = None):
+        if precision not in PRECISIONS:
+            raise UsageError(f"unknown precision '{precision}' (choose {', '.join(PRECISIONS)})")
+        if precision == "fp16" and device.type == "cpu":
+            raise UsageError("--precision fp16 needs a GPU; use bf16 on CPU")
+        self.model = model.to(device).eval()
+        self.cfg = model.cfg
+        self.vocabulary = vocabulary
+        self.device = device
+        self.precision = precision
+        self.seen = seen
+
+    @classmethod
+    def load(cls, weights: str, device: str = "auto", precision: str = "fp32",
+             vocabulary: Vocabulary | None = None, embeddings: torch.Tensor | None = None,
+             on_embeddings=None) -> Segmenter:
+        """Build the model for `weights` and set the class embeddings of `vocabulary` (default:
+        the model's own vocabulary for bundle directories). `on_embeddings(hit: bool)` is told
+        whether the embeddings came from the cache."""
+        source = resolve_weights(weights)
+        model = build_model(source.config)
+        load_weights(model, source.weights, clip=source.clip)
+        vocab = vocabulary or source.vocabulary
+        if vocab is None:
+            raise UsageError("this model has no built-in vocabulary: give --vocab, --vocab-file or --dataset")
+        if embeddings is None:
+            from ..vocab import cache, text
+
+            if source.text_source is None:
+                raise WeightsError("no CLIP text tower to embed the vocabulary with; "
+                                   "fetch it with: segcli weights pull clip-convnext-large-d-320")
+            embeddings, hit = cache.get_class_embeddings(vocab, text.resolve_text_source(source.text_source))
+            if on_embeddings is not None:
+                on_embeddings(hit)
+        if embeddings.shape[0] != len(vocab):
+            raise UsageError(f"embeddings hold {embeddings.shape[0]} classes, the vocabulary {len(vocab)}")
+        model.set_class_embeddings(embeddings)
+        return cls(model, vocab, resolve_device(device), precision)
+
+    # ---- model calls ---------------------------------------------------------------------
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @torch.no_grad()
+    def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        batch = batch.to(self.device)
+        with self.autocast():
+            feats = self.model.extract_features(batch, self.cfg.video.backbone_batch)
+        return feats
+
+    @torch.no_grad()
+    def decode_clip(self, feats: list[torch.Tensor], num_frames: int) -> HeadOutput:
+        with self.autocast():
+            out = self.model.forward_clip(feats, num_frames)
+        return _to_float(out)
+
+    @torch.no_grad()
+    def decode_prompts(self, feats: list[torch.Tensor], boxes: torch.Tensor, bp: torch.Tensor) -> HeadOutput:
+        """feats of ONE frame; boxes (N, 4) x1,y1,x2,y2 normalised by img_shape; bp (N,)."""
+        prompts = Prompts(boxes[None].to(self.device).float(), bp[None].to(self.device))
+        with self.autocast():
+            out = self.model.forward_prompts(feats, prompts)
+        return _to_float(out)
+
+
+def _to_float(out: HeadOutput) -> HeadOutput:
+    return HeadOutput(out.cls_logits.float().cpu(), out.iou_logits.float().cpu(), out.mask_logits.float().cpu(),
+                      out.query_feat.float().cpu())
