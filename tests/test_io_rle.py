@@ -1,0 +1,137 @@
+"""segcli.io.rle helpers, plus the synthetic video the other test_io_* files import.
+
+``make_video`` builds a small deterministic clip: a "dog" box (track 1) moving right, a "car"
+disc (track 2) absent on the first two frames and overlapping the dog later with a higher
+score, and a "road" stuff band (track 3).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+
+from segcli.io import rle
+from segcli.results import FrameResult, Segment, VideoInfo
+
+CLASSES = ["dog", "car", "road"]
+
+
+def make_info(width=37, height=24, frames=6, name="clip", fps=10.0, task="vps") -> VideoInfo:
+    return VideoInfo(name=name, width=width, height=height, fps=fps, num_frames=frames, classes=list(CLASSES),
+                     num_things=2, task=task)
+
+
+def make_video(width=37, height=24, frames=6, big_ids=False, with_image=True):
+    """-> (info, [FrameResult]); with big_ids, track 2 is id 300 from frame 3 on."""
+    info = make_info(width, height, frames)
+    yy, xx = np.mgrid[:height, :width]
+    out = []
+    for i in range(frames):
+        dog = np.zeros((height, width), bool)
+        dog[3:11, 2 + 2 * i:12 + 2 * i] = True
+        road = np.zeros((height, width), bool)
+        road[height - 6:, :] = True
+        segs = [Segment(1, 0, "dog", 0.7 + 0.02 * i, dog, True)]
+        if i >= 2:
+            car = (yy - 9) ** 2 + (xx - (26 - 2 * i)) ** 2 <= 16
+            car_id = 300 if big_ids and i >= 3 else 2
+            segs.append(Segment(car_id, 1, "car", 0.9, car, True))
+        segs.append(Segment(3, 2, "road", 0.6, road, False))
+        image = None
+        if with_image:
+            image = np.zeros((height, width, 3), np.uint8)
+            image[..., 0] = (xx * 255 // max(width - 1, 1)).astype(np.uint8)
+            image[..., 1] = (yy * 255 // max(height - 1, 1)).astype(np.uint8)
+            image[..., 2] = 40 * i
+        out.append(FrameResult(index=i, pts=i / 10, height=height, width=width, segments=segs, image=image))
+    return info, out
+
+
+def expected_ids(frame: FrameResult) -> np.ndarray:
+    """Reference id map: higher score on top (written independently of rle.id_map)."""
+    ids = np.zeros((frame.height, frame.width), np.int64)
+    best = np.full((frame.height, frame.width), -np.inf)
+    for seg in frame.segments:
+        take = seg.mask & (seg.score > best)
+        ids[take] = seg.id
+        best[take] = seg.score
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_encode_matches_the_documented_example():
+    mask = np.zeros((4, 5), bool)
+    mask[1:3, 1:4] = True
+    enc = rle.encode_mask(mask)
+    assert enc == {"size": [4, 5], "counts": "5220003"}
+    assert isinstance(enc["counts"], str)
+    assert json.loads(json.dumps(enc)) == enc
+    assert mask_util.area(enc) == 6
+    assert list(mask_util.toBbox(enc)) == [1, 1, 3, 2]
+    assert rle.rle_area(enc) == 6 and rle.rle_bbox(enc) == [1.0, 1.0, 3.0, 2.0]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (24, 37), (50, 64)])
+def test_round_trip_through_pycocotools(shape):
+    rng = np.random.default_rng(sum(shape))
+    masks = [rng.random(shape) > 0.5, np.zeros(shape, bool), np.ones(shape, bool),
+             (rng.random(shape[::-1]) > 0.7).T]  # a non-contiguous (transposed) view
+    for m in masks:
+        enc = rle.encode_mask(m)
+        assert enc["size"] == list(shape)
+        back = mask_util.decode({"size": enc["size"], "counts": enc["counts"].encode()})
+        assert back.dtype == np.uint8 and np.array_equal(back.astype(bool), m)
+        assert np.array_equal(rle.decode_rle(enc), m)
+        assert rle.rle_area(enc) == int(m.sum())
+
+
+def test_decode_accepts_bytes_and_uncompressed_counts():
+    mask = np.zeros((4, 5), bool)
+    mask[1:3, 1:4] = True
+    assert np.array_equal(rle.decode_rle({"size": [4, 5], "counts": b"5220003"}), mask)
+    # uncompressed: column-major runs starting with background
+    assert np.array_equal(rle.decode_rle({"size": [4, 5], "counts": [5, 2, 2, 2, 2, 2, 5]}), mask)
+
+
+def test_voc_palette():
+    pal = rle.voc_palette()
+    assert pal.shape == (256, 3) and pal.dtype == np.uint8
+    expected = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
+                (128, 128, 128), (64, 0, 0), (192, 0, 0)]
+    assert [tuple(int(v) for v in c) for c in pal[:10]] == expected
+    assert tuple(pal[255]) == (224, 224, 192)
+    assert rle.voc_palette_bytes()[:6] == bytes([0, 0, 0, 128, 0, 0]) and len(rle.voc_palette_bytes()) == 768
+
+
+def test_id_rgb_round_trip():
+    ids = np.array([[0, 1, 255, 256], [65535, 65536, 1 + 2 * 256 + 3 * 65536, 256**3 - 1]], np.int64)
+    rgb = rle.id_to_rgb(ids)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 4, 3)
+    assert tuple(rgb[1, 2]) == (1, 2, 3)
+    assert np.array_equal(rle.rgb_to_id(rgb), ids)
+    with pytest.raises(ValueError):
+        rle.id_to_rgb(np.array([256**3]))
+
+
+def test_id_map_higher_score_on_top_and_dtype():
+    _, frames = make_video()
+    for frame in frames:
+        ids = rle.id_map(frame)
+        assert ids.dtype == np.uint8
+        assert np.array_equal(ids, expected_ids(frame))
+    _, frames = make_video(big_ids=True)
+    assert rle.id_map(frames[4]).dtype == np.uint16
+    with pytest.raises(ValueError):
+        rle.id_map(frames[4], max_id=255)
+
+
+def test_id_colors_are_deterministic_and_distinct():
+    colors = [rle.id_color(i) for i in range(1, 21)]
+    assert colors == [rle.id_color(i) for i in range(1, 21)]
+    assert len(set(colors)) == 20
+    assert all(0 <= c <= 255 for rgb in colors for c in rgb)
