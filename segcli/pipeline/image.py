@@ -1,0 +1,93 @@
+"""Single images through the same model: panoptic / instance / semantic results, or the
+SAM-like answer to point and box prompts (one mask per object)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from ..results import FrameResult, Segment
+from .engine import Segmenter
+from .postprocess import LazyMasks, upsample_masks
+from .preprocess import preprocess_frames
+from .prompts import prompt_boxes
+from .tasks import InstanceTracks, instance_segments, panoptic_frame_segments, semantic_segments
+
+IMAGE_TASKS = ("panoptic", "instance", "semantic")
+
+
+@dataclass
+class ImageOptions:
+    task: str = "panoptic"
+    scale: tuple[int, int] | None = None  # (w, h) limits; default: the model's image scale
+    score_threshold: float = 0.3
+    max_objects: int = 100
+    open_vocab: bool = False
+    keep_image: bool = False
+    # prompt mode: {object id: (points [(x, y)], boxes [(x1, y1, x2, y2)])} in original pixels
+    objects: dict[int, tuple[list, list]] = field(default_factory=dict)
+    label_objects: bool = False
+
+
+def segment_image(seg: Segmenter, frame, opts: ImageOptions) -> FrameResult:
+    """frame: an object with .index, .pts, .rgb (H, W, 3 uint8) and .name."""
+    if opts.task not in IMAGE_TASKS:
+        raise UsageError(f"unknown image task '{opts.task}' (choose {', '.join(IMAGE_TASKS)})")
+    pre = seg.cfg.preprocess
+    scale = tuple(opts.scale or pre.image_scale)
+    batch, metas = preprocess_frames([frame.rgb], scale, pre.pad_divisor, pre.mean, pre.std)
+    meta = metas[0]
+    feats = seg.features(batch)
+    h, w = meta.ori_shape
+    image = frame.rgb if opts.keep_image else None
+    if opts.objects:
+        segments = _prompt_segments(seg, feats, meta, opts)
+        return FrameResult(frame.index, frame.pts, h, w, segments, image, frame.name)
+
+    out = seg.decode_clip(feats, 1)
+    cls = out.cls_logits[0]
+    masks_s4 = out.mask_logits[0, :, 0]
+    if opts.open_vocab:
+        padres = upsample_masks(masks_s4, meta.pad_shape, meta.pad_shape)
+        sums, count = seg.model.clip_pool_sums(feats[-1].float().cpu(), padres[:, None])
+        cls = seg.model.open_vocab_logits(cls, sums, count, torch.as_tensor(seg.seen), 0.4, 0.8)
+    masks = LazyMasks(masks_s4, meta.pad_shape, meta.img_shape, meta.ori_shape)
+    vocab = seg.vocabulary
+    if opts.task == "instance":
+        tracks = InstanceTracks.select(cls, vocab.num_things, opts.max_objects, opts.score_threshold)
+        segments = instance_segments(tracks, masks, vocab)
+    elif opts.task == "panoptic":
+        segments = panoptic_frame_segments(cls, masks, vocab, seg.cfg.test)
+    else:
+        segments = semantic_segments(cls, masks, vocab)
+    return FrameResult(frame.index, frame.pts, h, w, segments, image, frame.name)
+
+
+def _prompt_segments(seg: Segmenter, feats, meta, opts: ImageOptions) -> list[Segment]:
+    boxes, bps, owners = [], [], []
+    for oid, (points, bxs) in sorted(opts.objects.items()):
+        b, bp = prompt_boxes(meta.scale_factor, points, bxs)
+        boxes.append(b)
+        bps.append(bp)
+        owners += [oid] * len(b)
+    ih, iw = meta.img_shape
+    norm = torch.cat(boxes).float() / torch.tensor([iw, ih, iw, ih], dtype=torch.float32)
+    out = seg.decode_prompts(feats, norm, torch.cat(bps))
+    logits = upsample_masks(out.mask_logits[0, :, 0], meta.pad_shape, meta.img_shape, meta.ori_shape)
+    binary = (logits.sigmoid() > 0.5).numpy()
+    probs = out.cls_logits[0].softmax(-1)[:, :-1]
+    objectness = out.iou_logits[0, :, 0].sigmoid()
+    segments = []
+    for oid in sorted(set(owners)):
+        rows = [i for i, o in enumerate(owners) if o == oid]
+        mask = np.logical_or.reduce(binary[rows])
+        if opts.label_objects:
+            p = probs[rows].mean(0)
+            k = int(p.argmax())
+            segments.append(Segment(oid, k, seg.vocabulary.names[k], float(p[k]), mask, seg.vocabulary.is_thing(k)))
+        else:
+            segments.append(Segment(oid, -1, "", float(objectness[rows].max()), mask))
+    return segments
