@@ -111,7 +111,8 @@ def parse_size(size: str | None) -> tuple[int, int] | None:
         if w <= 0 or h <= 0:
             raise ValueError
     except ValueError:
-        raise UsageError(f"--size {size!r}: expected WxH such as 1280x736, or one of {', '.join(SIZE_PRESETS)}") from None
+        presets = ", ".join(SIZE_PRESETS)
+        raise UsageError(f"--size {size!r}: expected WxH such as 1280x736, or one of {presets}") from None
     return (w, h)
 
 
@@ -378,11 +379,16 @@ def parse_vos_prompts(argv: list[str], points, boxes, masks) -> list:
         return prompts[key]
 
     it = iter(argv)
+    dangling = None  # a --object/--frame that no prompt follows yet
     for tok in it:
         name, _, inline = tok.partition("=")
         if name not in ("--object", "--frame", "--point", "--box", "--mask"):
             continue
         value = inline or next(it, "")
+        if name in ("--object", "--frame"):
+            dangling = f"{name} {value}"
+        else:
+            dangling = None
         if name == "--object":
             current_obj = _int(value, "--object", minimum=1)
         elif name == "--frame":
@@ -399,6 +405,8 @@ def parse_vos_prompts(argv: list[str], points, boxes, masks) -> list:
             target().boxes.append((x1, y1, x2, y2))
         else:
             mask_files.append((value, current_frame))
+    if dangling:
+        raise UsageError(f"{dangling} applies to the prompts after it, and none follows")
     # prompts given through the API without argv (e.g. CliRunner) fall back to object 1, frame 0
     if not prompts and not mask_files and (points or boxes or masks):
         obj = ObjectPrompt(1, 0)

@@ -107,7 +107,7 @@ def test_corrupt_or_missing_files(tmp_path):
 
 def test_backbone_matches_timm_convnext_through_open_clip_names():
     """Our ConvNeXt loaded from open_clip-style names computes what timm's trunk computes."""
-    timm = pytest.importorskip("timm")
+    pytest.importorskip("timm")
     torch.manual_seed(0)
     # the block type of convnext_large (Linear MLP, conv_mlp=False) at a tiny size
     from timm.models.convnext import ConvNeXt

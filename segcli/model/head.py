@@ -135,7 +135,8 @@ class OMGHead(nn.Module):
         cxcywh = torch.stack(((boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2,
                               boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]), -1)
         coords = inverse_sigmoid(cxcywh).sigmoid()
-        query_embed = self.pos_linear(box_encoding(coords, self.cfg.feat_channels // 2).to(self.pos_linear.weight.dtype))
+        encoding = box_encoding(coords, self.cfg.feat_channels // 2)
+        query_embed = self.pos_linear(encoding.to(self.pos_linear.weight.dtype))
         query_feat = self.pb_embedding(prompts.bp) + self.mask_tokens.weight[0]
         n = boxes.shape[1]
         # each prompt attends only to itself (True = blocked)

@@ -77,7 +77,8 @@ class OMGSeg(nn.Module):
         a = alpha * valid
         bt = beta * valid
         seen = seen.float().to(cls_logits.device)
-        logits = (query_p ** (1 - a) * clip_p ** a).log() * seen + (query_p ** (1 - bt) * clip_p ** bt).log() * (1 - seen)
+        seen_part = (query_p ** (1 - a) * clip_p ** a).log() * seen
+        logits = seen_part + (query_p ** (1 - bt) * clip_p ** bt).log() * (1 - seen)
         void = cls_logits.softmax(-1)[:, -1:]
         return torch.log(torch.cat([logits.softmax(-1) * (1 - void), void], -1) + 1e-8)
 

@@ -8,7 +8,6 @@ prediction head (segcli.model.head) before every prediction. Keys match the chec
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
