@@ -57,7 +57,8 @@ def segment_image(seg: Segmenter, frame, opts: ImageOptions) -> FrameResult:
     masks = LazyMasks(masks_s4, meta.pad_shape, meta.img_shape, meta.ori_shape)
     vocab = seg.vocabulary
     if opts.task == "instance":
-        tracks = InstanceTracks.select(cls, vocab.num_things, opts.max_objects, opts.score_threshold)
+        tracks = InstanceTracks.select(cls, vocab.num_things, seg.cfg.test.max_per_image, opts.max_objects,
+                                       opts.score_threshold)
         segments = instance_segments(tracks, masks, vocab)
     elif opts.task == "panoptic":
         segments = panoptic_frame_segments(cls, masks, vocab, seg.cfg.test)

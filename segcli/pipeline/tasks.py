@@ -19,15 +19,16 @@ from .postprocess import LazyMasks, instance_frame, panoptic_segments, select_in
 @dataclass
 class InstanceTracks:
     """Which query slots are reported as instances, decided from the video-level class logits:
-    one track per query (its best thing class), class probability >= threshold, at most max_objects."""
+    the official top-`pool` (query, class) pairs (things only), then one track per query (its
+    best pair), class probability >= threshold, at most max_objects."""
 
     query_idx: torch.Tensor
     labels: torch.Tensor
     class_scores: torch.Tensor
 
     @classmethod
-    def select(cls, cls_logits: torch.Tensor, num_things: int, max_objects: int, threshold: float):
-        sel = select_instances(cls_logits, num_things, max(max_objects, 1) * 4)
+    def select(cls, cls_logits: torch.Tensor, num_things: int, pool: int, max_objects: int, threshold: float):
+        sel = select_instances(cls_logits, num_things, pool)
         seen: set[int] = set()
         keep = []
         for i, (q, s) in enumerate(zip(sel.query_idx.tolist(), sel.class_scores.tolist())):

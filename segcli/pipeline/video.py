@@ -190,8 +190,8 @@ class VideoSegmentation:
     def _instance_tracks(self, cls: torch.Tensor) -> InstanceTracks:
         key = (self.associator.num_clips, id(cls))
         if self._tracks_key != key:
-            self._tracks = InstanceTracks.select(cls, self.seg.vocabulary.num_things, self.opts.max_objects,
-                                                 self.opts.score_threshold)
+            self._tracks = InstanceTracks.select(cls, self.seg.vocabulary.num_things, self.cfg.test.max_per_image,
+                                                 self.opts.max_objects, self.opts.score_threshold)
             self._tracks_key = key
         return self._tracks
 

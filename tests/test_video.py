@@ -1,0 +1,129 @@
+"""The streaming video engine on the golden frames: exact mode reproduces the official video
+results; online mode streams with the running state; auto switches when over budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from segcli.pipeline.engine import Segmenter
+from segcli.pipeline.video import ObjectPrompt, VideoOptions, segment_video
+
+
+@dataclass
+class Frame:
+    index: int
+    pts: float | None
+    rgb: np.ndarray
+    name: str
+
+
+@pytest.fixture(scope="module")
+def segmenter(bundle):
+    emb = torch.from_numpy(bundle.outputs["cls_embed_file"])
+    return Segmenter.load(str(bundle.path), device="cpu", precision="fp32", embeddings=emb)
+
+
+def frames(bundle):
+    return [Frame(i, i / 25, rgb.copy(), f"{i:05d}") for i, rgb in enumerate(bundle.inputs["vid_frames_raw_rgb"])]
+
+
+def label_map(result, shape, void):
+    out = np.full(shape, void)
+    for s in result.segments:
+        out[s.mask] = s.category
+    return out
+
+
+def official_labels(bundle, t):
+    pan = bundle.outputs["vid_pan_seg"][t]
+    void = bundle.config["classes"]["num_classes"]
+    return np.where(pan == void, void, pan % bundle.config["INSTANCE_OFFSET"])
+
+
+def test_exact_vps_matches_official(bundle, segmenter):
+    void = bundle.config["classes"]["num_classes"]
+    results = list(segment_video(segmenter, frames(bundle), VideoOptions(task="vps", mode="exact")))
+    assert [r.index for r in results] == list(range(len(bundle.inputs["vid_frames_raw_rgb"])))
+    for t, r in enumerate(results):
+        ref = official_labels(bundle, t)
+        assert (label_map(r, ref.shape, void) != ref).mean() <= 1e-4
+        # things keep one id per query slot in every frame
+        assert all(1 <= s.id <= bundle.config["head"]["num_queries"] for s in r.segments)
+
+
+def test_exact_vis_tracks_are_official_tubes(bundle, segmenter):
+    out = bundle.outputs
+    opts = VideoOptions(task="vis", mode="exact", score_threshold=0.0, max_objects=1000)
+    results = list(segment_video(segmenter, frames(bundle), opts))
+    ref_masks, ref_labels = out["vid_ins_masks"], out["vid_ins_labels"]
+    tracks = {}
+    for t, r in enumerate(results):
+        for s in r.segments:
+            tracks.setdefault((s.id, s.category), {})[t] = s.mask
+    assert tracks
+    for (_, label), per_frame in tracks.items():
+        candidates = [k for k in range(len(ref_labels)) if ref_labels[k] == label]
+        assert any(all((ref_masks[t, k] != m).mean() <= 1e-4 for t, m in per_frame.items()) for k in candidates)
+
+
+def test_online_streams_with_running_state(bundle, segmenter):
+    void = bundle.config["classes"]["num_classes"]
+    feed = frames(bundle) * 4  # long enough for the exact clip splitter to release clips early
+    for i, f in enumerate(feed):
+        feed[i] = Frame(i, i / 25, f.rgb.copy(), f"{i:05d}")
+    consumed = []
+
+    def reader():
+        for f in feed:
+            consumed.append(f.index)
+            yield f
+
+    stream = segment_video(segmenter, reader(), VideoOptions(task="vps", mode="online"))
+    first = next(stream)
+    assert first.index == 0 and len(consumed) < len(feed)  # results flow before the video is read
+    results = [first, *stream]
+    assert [r.index for r in results] == list(range(len(feed)))
+    # on the original 7 frames, the last clip is decided with the full average, as officially
+    short = list(segment_video(segmenter, frames(bundle), VideoOptions(task="vps", mode="online")))
+    last_start = int(bundle.outputs["vid_clip_frame_ranges"][-1][0])
+    for t in range(last_start, len(short)):
+        ref = official_labels(bundle, t)
+        assert (label_map(short[t], ref.shape, void) != ref).mean() <= 1e-4
+
+
+def test_auto_switches_to_online_over_budget(bundle, segmenter):
+    notices = []
+    opts = VideoOptions(task="vps", mode="auto", exact_budget_mb=0.01)
+    results = list(segment_video(segmenter, frames(bundle), opts, notice=notices.append))
+    assert len(results) == len(bundle.inputs["vid_frames_raw_rgb"])
+    assert len(notices) == 1 and "online" in notices[0]
+
+
+def test_vos_exact_matches_official(bundle, segmenter):
+    inp, out = bundle.inputs, bundle.outputs
+    objects = [ObjectPrompt(int(i), 0, mask=m) for i, m in zip(inp["vos_instance_ids"], inp["vos_first_frame_masks"])]
+    results = list(segment_video(segmenter, frames(bundle), VideoOptions(task="vos", mode="exact", objects=objects)))
+    for t, r in enumerate(results):
+        seg = np.zeros(out["vos_seg_maps"][t].shape, np.int32)
+        for s in r.segments:
+            seg[s.mask] = s.id
+        assert (seg != out["vos_seg_maps"][t]).mean() <= 1e-4
+
+
+def test_vos_correction_rematches_from_that_frame(bundle, segmenter):
+    inp = bundle.inputs
+    first = inp["vos_first_frame_masks"][0]
+    later = np.zeros_like(first)
+    later[: first.shape[0] // 2, : first.shape[1] // 2] = True
+    objects = [ObjectPrompt(1, 0, mask=first), ObjectPrompt(1, 4, mask=later)]
+    state_a = list(segment_video(segmenter, frames(bundle), VideoOptions(task="vos", mode="exact",
+                                                                         objects=objects[:1])))
+    state_b = list(segment_video(segmenter, frames(bundle), VideoOptions(task="vos", mode="exact", objects=objects)))
+    for t in range(4):  # before the correction nothing changes
+        assert [s.mask.tolist() for s in state_a[t].segments] == [s.mask.tolist() for s in state_b[t].segments]
+    ids_b = {s.id for r in state_b[4:] for s in r.segments}
+    assert ids_b <= {1}
