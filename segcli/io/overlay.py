@@ -18,7 +18,8 @@ from segcli.io.video import VideoEncoder
 from segcli.results import FrameResult
 
 ALPHA = 0.45
-_X264 = {"crf": "20", "preset": "fast"}
+# one encoder thread: x264 output is then byte-identical run to run (and the model is far slower)
+_X264 = {"crf": "20", "preset": "fast", "threads": "1"}
 
 
 def render_overlay(frame: FrameResult) -> np.ndarray:
