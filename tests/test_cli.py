@@ -226,3 +226,16 @@ def test_info_and_help(capsys):
     assert code == 0 and "segcli" in out and "torch" in out and "omg-seg-convl" in out
     code, out, _ = run(["vos", "--help"], capsys)
     assert code == 0 and "negative" in out.lower()
+
+
+def test_vos_with_vocab_labels_each_object(tiny, capsys):
+    code, out, err = run(["vos", SHAPES, "--point", "100,90", "--vocab", "ball,box", "--weights", tiny, "--end", "3",
+                          "-q"], capsys)
+    assert code == 0, err
+    objs = [o for line in out.splitlines() for o in json.loads(line)["objects"]]
+    assert objs and {o["id"] for o in objs} == {1}
+    assert {o["label"] for o in objs} <= {"ball", "box"} and all(0 < o["score"] <= 1 for o in objs)
+    code, out, err = run(["vos", SHAPES, "--point", "100,90", "--weights", tiny, "--end", "3", "-q"], capsys)
+    assert code == 0, err
+    objs = [o for line in out.splitlines() for o in json.loads(line)["objects"]]
+    assert objs and all(o["label"] == "" for o in objs)
