@@ -605,6 +605,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("segcli: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # the reader of stdout went away (`segcli vis ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors and the like

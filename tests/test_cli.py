@@ -239,3 +239,16 @@ def test_vos_with_vocab_labels_each_object(tiny, capsys):
     assert code == 0, err
     objs = [o for line in out.splitlines() for o in json.loads(line)["objects"]]
     assert objs and all(o["label"] == "" for o in objs)
+
+
+def test_stdin_video(tiny, capsys, monkeypatch):
+    class Stdin:
+        buffer = open(SHAPES, "rb")
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    try:
+        code, out, err = run(["vis", "-", "--weights", tiny, "--score-threshold", "0", "--end", "3", "-q"], capsys)
+    finally:
+        Stdin.buffer.close()
+    assert code == 0, err
+    assert [json.loads(line)["frame"] for line in out.splitlines()] == [0, 1, 2]
