@@ -79,7 +79,7 @@ def test_vis_end_to_end_writes_every_format(tiny, tmp_path, capsys):
     assert summary
 
 
-def test_track_ids_are_stable_query_slots(tiny, tmp_path, capsys):
+def test_track_ids_are_stable_query_slots(bundle, tiny, tmp_path, capsys):
     code, out, err = run(["vis", SHAPES, "--weights", tiny, "--score-threshold", "0", "--end", "9",
                           "--mode", "exact", "-q"], capsys)
     assert code == 0, err
@@ -88,7 +88,8 @@ def test_track_ids_are_stable_query_slots(tiny, tmp_path, capsys):
     for fr in frames:
         for o in fr["objects"]:
             assert labels.setdefault(o["id"], o["label"]) == o["label"]  # an id keeps its class
-            assert 1 <= o["id"] <= 20 or o["id"] <= 1000
+            assert 1 <= o["id"] <= bundle.config["head"]["num_queries"]
+    assert labels
 
 
 def test_vocab_labels_and_cache_hit(tiny, tmp_path, capsys, monkeypatch):

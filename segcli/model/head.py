@@ -126,8 +126,8 @@ class OMGHead(nn.Module):
             b, q, th, w = mask_logits.shape
             frames = mask_logits.view(b, q * num_frames, th // num_frames, w)
             resized = F.interpolate(frames, size=target_size, mode="bilinear", align_corners=False)
-            resized = resized.view(b, 1, q, -1).expand(b, self.num_heads, q, resized[0, 0].numel() * num_frames)
-            attn_mask = (resized.flatten(0, 1).sigmoid() < 0.5)
+            # (B, Q, T*h*w), True = blocked; identical for all heads, so it is not repeated per head
+            attn_mask = resized.view(b, q, -1).sigmoid() < 0.5
         return cls, mask_logits, attn_mask
 
     def _prompt_queries(self, prompts: Prompts):

@@ -23,7 +23,7 @@ class Attention(nn.Module):
         self.attn = nn.MultiheadAttention(dims, num_heads, batch_first=True)
 
     def forward(self, query, key, value, query_pos, key_pos, attn_mask=None):
-        """attn_mask: bool (B*heads, Nq, Nk) or (Nq, Nk), True = not allowed."""
+        """attn_mask: bool (B, Nq, Nk), the same for every head, or (Nq, Nk); True = not allowed."""
         mha = self.attn
         b, nq, c = query.shape
         nk = key.shape[1]
@@ -35,7 +35,8 @@ class Attention(nn.Module):
         v = F.linear(value, w_v, b_v).view(b, nk, h, c // h).transpose(1, 2)
         mask = None
         if attn_mask is not None:
-            mask = ~attn_mask.view(b, h, nq, nk) if attn_mask.dim() == 3 else ~attn_mask
+            # broadcast over heads: a per-head copy would be heads x Nq x Nk (100 MB per clip)
+            mask = ~attn_mask[:, None] if attn_mask.dim() == 3 else ~attn_mask
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).reshape(b, nq, c)
         return query + mha.out_proj(out)
