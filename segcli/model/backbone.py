@@ -16,10 +16,12 @@ from .config import BackboneConfig
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map."""
+    """LayerNorm over the channels of an NCHW map, in float32 also under autocast (the stem's
+    and the downsamplers' outputs start the residual streams). The permutes are free for
+    channels_last inputs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
+        x = x.permute(0, 2, 3, 1).float()
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
@@ -36,7 +38,11 @@ class Mlp(nn.Module):
 
 
 class ConvNeXtBlock(nn.Module):
-    """x + gamma * MLP(LN(dwconv7x7(x))), the MLP in channels-last layout."""
+    """x + gamma * MLP(LN(dwconv7x7(x))), the MLP in channels-last layout.
+
+    Under bf16/fp16 autocast the residual stream stays float32 (gamma is float32, so
+    `x + y * gamma` promotes); the pre-norm LN then sees the low-precision dwconv output and
+    feeds only fc1, which runs in low precision anyway (its statistics accumulate in float32)."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()

@@ -107,9 +107,11 @@ class OMGHead(nn.Module):
 
     def forward_logit(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, N, K+1): max over synonyms of the cosine, times exp(logit_scale)."""
-        emb = F.normalize(embeddings.float(), dim=-1)
-        cos = torch.einsum("bnd,dkp->bnkp", emb, self.cls_embed).max(-1).values
-        return self.logit_scale.exp() * cos
+        # float32 even under autocast: x100 turns a bf16 cosine's 4e-3 error into 0.4 logits
+        with torch.autocast(embeddings.device.type, enabled=False):
+            emb = F.normalize(embeddings.float(), dim=-1)
+            cos = torch.einsum("bnd,dkp->bnkp", emb, self.cls_embed).max(-1).values
+            return self.logit_scale.exp() * cos
 
     # ---- prediction head -----------------------------------------------------------------
     def _predict(self, query, mask_features, num_frames, target_size, classify: bool):
@@ -136,7 +138,8 @@ class OMGHead(nn.Module):
                               boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]), -1)
         coords = inverse_sigmoid(cxcywh).sigmoid()
         encoding = box_encoding(coords, self.cfg.feat_channels // 2)
-        query_embed = self.pos_linear(encoding.to(self.pos_linear.weight.dtype))
+        with torch.autocast(boxes.device.type, enabled=False):  # a positional encoding: float32
+            query_embed = self.pos_linear(encoding.float())
         query_feat = self.pb_embedding(prompts.bp) + self.mask_tokens.weight[0]
         n = boxes.shape[1]
         # each prompt attends only to itself (True = blocked)
@@ -169,8 +172,9 @@ class OMGHead(nn.Module):
             query = self.query_feat.weight[None].expand(b, -1, -1)
             query_pos = self.query_embed.weight[None].expand(b, -1, -1)
             self_mask = None
-        query = query.to(mask_features.dtype)
-        query_pos = query_pos.to(mask_features.dtype)
+        # queries are the decoder's residual stream: float32 also under autocast
+        query = query.float()
+        query_pos = query_pos.float()
 
         out = HeadOutput(None, None, None, None)
         num_layers = len(self.transformer_decoder.layers)

@@ -25,7 +25,8 @@ class ConvGN(nn.Module):
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.gn(self.conv(x))
+        # GroupNorm in float32 under autocast: its outputs are the encoder's residual stream
+        x = self.gn(self.conv(x).float())
         return F.relu(x) if self.relu else x
 
 
