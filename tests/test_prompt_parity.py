@@ -3,8 +3,6 @@ size) against the official interactive results of the golden bundle."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
@@ -12,14 +10,7 @@ import torch
 from segcli.pipeline.engine import Segmenter
 from segcli.pipeline.image import ImageOptions, segment_image
 from segcli.pipeline.postprocess import upsample_masks
-
-
-@dataclass
-class Frame:
-    index: int
-    pts: float | None
-    rgb: np.ndarray
-    name: str
+from segcli.pipeline.reader import Frame
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,13 @@ results; online mode streams with the running state; auto switches when over bud
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
 
 from segcli.pipeline.engine import Segmenter
+from segcli.pipeline.reader import Frame
 from segcli.pipeline.video import ObjectPrompt, VideoOptions, segment_video
-
-
-@dataclass
-class Frame:
-    index: int
-    pts: float | None
-    rgb: np.ndarray
-    name: str
 
 
 @pytest.fixture(scope="module")

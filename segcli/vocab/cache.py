@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -55,7 +53,7 @@ def file_sha256(path: str | Path) -> str:
     digest = hub.sha256_file(real)
     memo[str(real)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     try:
-        _atomic_write_bytes(memo_path, json.dumps(memo, indent=1, sort_keys=True).encode())
+        hub.atomic_write_bytes(memo_path, json.dumps(memo, indent=1, sort_keys=True).encode())
     except OSError:
         pass  # the memo is only an optimisation
     return digest
@@ -135,7 +133,7 @@ def save_embeddings(path: str | Path, embeddings: torch.Tensor, vocab: Vocabular
         sys.stdout.buffer.flush()
         return
     try:
-        _atomic_write_bytes(Path(path), data)
+        hub.atomic_write_bytes(Path(path), data)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc}") from exc
 
@@ -164,16 +162,3 @@ def load_embeddings(path: str | Path) -> tuple[torch.Tensor, Vocabulary]:
         raise VocabularyError(f"{path}: embeddings of shape {tuple(embeddings.shape)} do not fit "
                               f"{len(vocab)} classes")
     return embeddings, vocab
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, hub.new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -134,7 +134,7 @@ def _record_checksum(file: WeightFile, sha256: str, size: int, source: str) -> N
     data[file.id] = {"sha256": sha256, "size": size, "repo": file.repo, "filename": file.filename,
                      "source": source, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
-        _atomic_write_text(checksums_path(), json.dumps(data, indent=2, sort_keys=True) + "\n")
+        hub.atomic_write_bytes(checksums_path(), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     except OSError as exc:  # a read-only home must not stop a run; the file is simply not pinned
         log.warning("could not record the sha256 of %s in %s: %s", file.id, checksums_path(), exc)
 
@@ -147,19 +147,6 @@ def expected_sha256(file: WeightFile) -> str | None:
     if recorded and recorded.get("repo") == file.repo and recorded.get("filename") == file.filename:
         return recorded["sha256"]
     return None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, hub.new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- local lookup ---------------------------------------------------------------------------

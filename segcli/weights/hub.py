@@ -66,6 +66,22 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a small file through a temp file + rename, so readers never see half of it."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
 def file_url(repo: str, filename: str, revision: str = "main") -> str:
     return f"{hf_endpoint()}/{repo}/resolve/{revision}/{filename}"
 
