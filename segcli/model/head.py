@@ -114,22 +114,25 @@ class OMGHead(nn.Module):
             return self.logit_scale.exp() * cos
 
     # ---- prediction head -----------------------------------------------------------------
-    def _predict(self, query, mask_features, num_frames, target_size, classify: bool):
-        """query (B, Q, E); mask_features (B, E, T*H4, W4) with frames stacked along the height."""
+    def _predict(self, query, mask_features, next_features, full_masks: bool, classify: bool):
+        """query (B, Q, E); mask_features (B, E, T*H4, W4) with frames stacked along the height;
+        next_features: the mask features resized to the next cross-attention level (B, E, T*h*w),
+        None after the last layer. Returns (cls or None, stride-4 masks or None, attention mask)."""
         z = self.transformer_decoder.post_norm(query)
-        mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(z), mask_features)
-        cls = None
+        embed = self.mask_embed(z)
+        mask_logits = cls = attn_mask = None
+        if full_masks or classify:
+            mask_logits = torch.einsum("bqc,bchw->bqhw", embed, mask_features)
         if classify:
             pooled = self.mask_pooling_proj(mask_pool(mask_features, mask_logits))
             cls = self.forward_logit(self.cls_proj(pooled + z))
             cls = torch.cat([cls, self.iou_embed(z).float()], -1)
-        attn_mask = None
-        if target_size is not None:
-            b, q, th, w = mask_logits.shape
-            frames = mask_logits.view(b, q * num_frames, th // num_frames, w)
-            resized = F.interpolate(frames, size=target_size, mode="bilinear", align_corners=False)
-            # (B, Q, T*h*w), True = blocked; identical for all heads, so it is not repeated per head
-            attn_mask = resized.view(b, q, -1).sigmoid() < 0.5
+        if next_features is not None:
+            # the official code resizes the stride-4 mask logits to the next level; resizing is
+            # linear per channel, so the logits of the resized features are the same numbers
+            # (up to rounding) at 1/4-1/64 of the cost. (B, Q, T*h*w), True = blocked, one mask
+            # for all heads.
+            attn_mask = torch.einsum("bqc,bcn->bqn", embed, next_features).sigmoid() < 0.5
         return cls, mask_logits, attn_mask
 
     def _prompt_queries(self, prompts: Prompts):
@@ -176,9 +179,14 @@ class OMGHead(nn.Module):
         query = query.float()
         query_pos = query_pos.float()
 
+        # mask features at each memory level's size, frame by frame: (B, E, T*h*w)
+        per_frame = mask_features.view(b, e * t, h4, w4)
+        level_features = [F.interpolate(per_frame, size=s, mode="bilinear", align_corners=False).view(b, e, -1)
+                          for s in sizes]
+
         out = HeadOutput(None, None, None, None)
         num_layers = len(self.transformer_decoder.layers)
-        cls, masks, attn_mask = self._predict(query, mask_features, t, sizes[0], classify=all_layers)
+        cls, masks, attn_mask = self._predict(query, mask_features, level_features[0], all_layers, all_layers)
         if all_layers:
             out.all_cls.append(cls)
             out.all_masks.append(masks.view(b, -1, t, h4, w4))
@@ -188,8 +196,9 @@ class OMGHead(nn.Module):
             attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
             query = layer(query, query_pos, tokens[level], token_pos[level], attn_mask, self_mask)
             last = i == num_layers - 1
-            next_size = None if last else sizes[(i + 1) % self.num_levels]
-            cls, masks, attn_mask = self._predict(query, mask_features, t, next_size, classify=all_layers or last)
+            next_features = None if last else level_features[(i + 1) % self.num_levels]
+            cls, masks, attn_mask = self._predict(query, mask_features, next_features, all_layers or last,
+                                                  all_layers or last)
             if all_layers:
                 out.all_cls.append(cls)
                 out.all_masks.append(masks.view(b, -1, t, h4, w4))

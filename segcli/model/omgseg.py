@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import CLIPConvNeXt
+from .backbone import CLIPConvNeXt, ConvNeXtBlock
 from .config import OMGSegConfig
 from .head import HeadOutput, OMGHead, Prompts
 
@@ -26,6 +26,27 @@ class OMGSeg(nn.Module):
 
     def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
         self.panoptic_head.set_class_embeddings(embeddings)
+
+    # modules whose weights stay float32 in cast_matmul_weights: the CLIP projection runs outside
+    # autocast (open-vocabulary pooling) and pos_linear maps a positional encoding
+    FLOAT32_MODULES = ("backbone.head", "panoptic_head.pos_linear")
+
+    def cast_matmul_weights(self, dtype: torch.dtype) -> None:
+        """Store the weights of convolutions, linear layers and attention projections in `dtype`
+        for bf16/fp16 inference under autocast: half the weight memory and no per-call cast.
+        Norms, embeddings and positional layers stay float32; ConvNeXt layer scales are folded
+        into fc2 first (in float32)."""
+        for module in self.backbone.modules():
+            if isinstance(module, ConvNeXtBlock):
+                module.fold_layer_scale()
+        for name, module in self.named_modules():
+            if any(name == k or name.startswith(k + ".") for k in self.FLOAT32_MODULES):
+                continue
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                module.to(dtype)
+            elif isinstance(module, nn.MultiheadAttention):
+                module.in_proj_weight.data = module.in_proj_weight.data.to(dtype)
+                module.in_proj_bias.data = module.in_proj_bias.data.to(dtype)
 
     @torch.no_grad()
     def extract_features(self, images: torch.Tensor, batch: int | None = None) -> list[torch.Tensor]:

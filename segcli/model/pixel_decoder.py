@@ -18,16 +18,21 @@ from .position import sine_2d
 
 
 class ConvGN(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int, bias: bool, groups: int, relu: bool = False):
+    """Conv + GroupNorm (+ ReLU). GroupNorm statistics are float32 under autocast too; with
+    `float32_out` (the encoder inputs: its residual stream) the output is float32 as well."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, bias: bool, groups: int, relu: bool = False,
+                 float32_out: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias)
         self.gn = nn.GroupNorm(groups, cout)
         self.relu = relu
+        self.float32_out = float32_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # GroupNorm in float32 under autocast: its outputs are the encoder's residual stream
-        x = self.gn(self.conv(x).float())
-        return F.relu(x) if self.relu else x
+        x = self.conv(x)
+        x = self.gn(x.float() if self.float32_out else x)
+        return F.relu_(x) if self.relu else x
 
 
 class FFN(nn.Module):
@@ -35,7 +40,9 @@ class FFN(nn.Module):
 
     def __init__(self, dims: int, hidden: int):
         super().__init__()
-        self.layers = nn.Sequential(nn.Sequential(nn.Linear(dims, hidden), nn.ReLU()), nn.Linear(hidden, dims))
+        # in-place ReLU as official: one (tokens x hidden) buffer less
+        self.layers = nn.Sequential(nn.Sequential(nn.Linear(dims, hidden), nn.ReLU(inplace=True)),
+                                    nn.Linear(hidden, dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.layers(x)
@@ -86,7 +93,8 @@ class PixelDecoder(nn.Module):
         self.num_levels = cfg.num_levels
         # encoder inputs from low to high resolution: the last `num_levels` backbone maps, reversed
         encoder_in = list(in_channels[-cfg.num_levels:])[::-1]
-        self.input_convs = nn.ModuleList([ConvGN(c, e, 1, bias=True, groups=g) for c in encoder_in])
+        self.input_convs = nn.ModuleList([ConvGN(c, e, 1, bias=True, groups=g, float32_out=True)
+                                          for c in encoder_in])
         self.encoder = Encoder(cfg)
         self.level_encoding = nn.Embedding(cfg.num_levels, e)
         # FPN levels below the encoder (only s4 for OMG-Seg), highest resolution last
@@ -120,7 +128,8 @@ class PixelDecoder(nn.Module):
             start += h * w
         y = outs[-1]
         for i, lateral in enumerate(self.lateral_convs):
-            fine = feats[len(self.lateral_convs) - 1 - i]
-            y = lateral(fine) + F.interpolate(y, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            fine = lateral(feats[len(self.lateral_convs) - 1 - i])
+            # in the lateral's dtype (bf16/fp16 under autocast): the sum only feeds a convolution
+            y = fine + F.interpolate(y.to(fine.dtype), size=fine.shape[-2:], mode="bilinear", align_corners=False)
             y = self.output_convs[i](y)
         return self.mask_feature(y), outs[: self.num_levels]

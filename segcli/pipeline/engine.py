@@ -93,22 +93,45 @@ class Segmenter:
     """OMG-Seg ready to run: model on its device, class embeddings set, precision chosen."""
 
     def __init__(self, model: OMGSeg, vocabulary: Vocabulary, device: torch.device,
-                 precision: str = "fp32", seen: list[bool] | None = None):
+                 precision: str = "fp32", seen: list[bool] | None = None, channels_last: bool | None = None,
+                 compile: bool = False):
+        """precision: fp32 (the reference), or bf16/fp16 autocast with the matmul weights stored
+        in that dtype (norms, softmax, positions, sampling and the cosine classifier stay fp32).
+        channels_last (default: on for CPU and CUDA): NHWC backbone, same numbers up to rounding,
+        faster depthwise convolutions and no permute copies. compile: torch.compile the backbone
+        (the first clip of every new input size pays the compilation)."""
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision '{precision}' (choose {', '.join(PRECISIONS)})")
         if precision == "fp16" and device.type == "cpu":
             raise UsageError("--precision fp16 needs a GPU; use bf16 on CPU")
-        self.model = model.to(device).eval()
+        self.model = model.to(device).eval().requires_grad_(False)
         self.cfg = model.cfg
         self.vocabulary = vocabulary
         self.device = device
         self.precision = precision
         self.seen = seen
+        if precision != "fp32":
+            self.model.cast_matmul_weights(self.dtype)
+        self.channels_last = device.type in ("cpu", "cuda") if channels_last is None else channels_last
+        self.compiled = False
+        if compile:
+            self.compile()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+    def compile(self) -> None:
+        """torch.compile the backbone (static shapes: one compilation per input size and clip
+        length). The head stays eager: its shapes follow the masks and prompts."""
+        backbone = self.model.backbone
+        backbone.forward = torch.compile(backbone.forward, dynamic=False)
+        self.compiled = True
 
     @classmethod
     def load(cls, weights: str, device: str = "auto", precision: str = "fp32",
              vocabulary: Vocabulary | None = None, embeddings: torch.Tensor | None = None,
-             on_embeddings=None) -> Segmenter:
+             on_embeddings=None, channels_last: bool | None = None, compile: bool = False) -> Segmenter:
         """Build the model for `weights` and set the class embeddings of `vocabulary` (default:
         the model's own vocabulary for bundle directories). `on_embeddings(hit: bool)` is told
         whether the embeddings came from the cache."""
@@ -130,18 +153,19 @@ class Segmenter:
         if embeddings.shape[0] != len(vocab):
             raise UsageError(f"embeddings hold {embeddings.shape[0]} classes, the vocabulary {len(vocab)}")
         model.set_class_embeddings(embeddings)
-        return cls(model, vocab, resolve_device(device), precision)
+        return cls(model, vocab, resolve_device(device), precision, channels_last=channels_last, compile=compile)
 
     # ---- model calls ---------------------------------------------------------------------
     def autocast(self):
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     @torch.no_grad()
     def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
         batch = batch.to(self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             feats = self.model.extract_features(batch, self.cfg.video.backbone_batch)
         return feats

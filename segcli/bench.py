@@ -1,0 +1,588 @@
+"""Benchmark of the whole pipeline: per-stage latency, end-to-end frames/s, peak RSS, and the
+accuracy of every fast path against fp32 eager (issue #6).
+
+    python benchmarks/bench.py                                # ConvNeXt-L (random weights), 1280x736
+    python benchmarks/bench.py --weights ../shared/golden/tiny_v1 --size 320x192 --frames 12
+    segcli bench --variants fp32-eager,bf16,bf16-compile --tasks vis
+
+One synthetic H.264 video (moving shapes, 16:9 at the --size width) is generated first. Every
+(model, task, variant) then runs end to end (decode -> preprocess -> model -> tracking ->
+post-processing -> writers, in the CLI's default folder format) in its OWN subprocess, so the
+peak RSS is per run and no run warms another's caches. The runs are cold (the first clip pays
+oneDNN set-up); `--compile` variants report their warm-up (compilation) separately.
+
+Accuracy: every variant is compared with `fp32-eager` of the same model and task, on
+  * the model's raw outputs: IoU of each query's binarised stride-4 mask (logit > 0), mean and
+    worst over the queries; largest class-logit difference; top-1 class agreement;
+  * the task outputs: IoU of each reported object (matched by id) and its score difference.
+The bound is mean mask IoU >= 0.98 on both. ConvNeXt-L uses seeded random weights (the recipe
+of the golden bundles: layer scales 0.2..0.6, damped decoder projections) and 133 random unit
+class embeddings, so its masks are not meaningful objects, only a numerical stress test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import SegcliError, UsageError
+
+TASKS = ("vis", "vps", "vos")
+DEFAULT_FORMAT = {"vis": "ytvis", "vps": "panoptic", "vss": "panoptic", "vos": "davis"}
+STAGES = ("decode", "preprocess", "backbone", "pixel_decoder", "decoder", "postprocess", "write")
+IOU_BOUND = 0.98
+REFERENCE = "fp32-eager"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the pipeline. `fp32-eager` (NCHW, no compile, no overlap) is the reference;
+    `overlap` decodes ahead and writes behind on worker threads (segcli.pipeline.prefetch)."""
+
+    name: str
+    precision: str
+    channels_last: bool
+    compile: bool = False
+    overlap: bool = False
+    gpu_only: bool = False
+
+
+VARIANTS = {v.name: v for v in (
+    Variant("fp32-eager", "fp32", False),
+    Variant("fp32", "fp32", True, overlap=True),
+    Variant("bf16-nchw", "bf16", False, overlap=True),
+    Variant("bf16-sync", "bf16", True),
+    Variant("bf16", "bf16", True, overlap=True),
+    Variant("bf16-compile", "bf16", True, compile=True, overlap=True),
+    Variant("fp16", "fp16", True, overlap=True, gpu_only=True),
+    Variant("fp16-compile", "fp16", True, compile=True, overlap=True, gpu_only=True),
+)}
+DEFAULT_VARIANTS = {"cpu": ("fp32-eager", "bf16"), "cuda": ("fp32-eager", "fp16", "bf16")}
+
+
+@dataclass
+class BenchOptions:
+    weights: list[str] = field(default_factory=lambda: ["convl"])  # "convl" = random ConvNeXt-L
+    size: str = "1280x736"  # resize limits, as the CLI's --size
+    frames: int = 3
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    variants: list[str] | None = None  # default per device: DEFAULT_VARIANTS
+    device: str = "cpu"
+    threads: int | None = None
+    warmup: bool = False  # one untimed clip first for every variant (compile variants always)
+    json_out: str | None = None
+    keep: str | None = None  # keep the run folder (video, outputs) here
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    presets = {"official": (1280, 736), "hd": (1280, 736), "fast": (960, 544), "small": (640, 384),
+               "tiny": (320, 192)}
+    if text in presets:
+        return presets[text]
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {text!r}: expected WxH or one of {', '.join(presets)}") from None
+    return w, h
+
+
+def source_frame_size(size: tuple[int, int]) -> tuple[int, int]:
+    """A 16:9 source frame as wide as the resize limit: 1280x736 limits -> 1280x720 frames."""
+    w = max(size)
+    return w, int(round(w * 9 / 16 / 2)) * 2
+
+
+def synthetic_frames(n: int, width: int, height: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Deterministic uint8 RGB frames: a textured background with coloured shapes moving across."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([90 + 60 * np.sin(xx / 97.0), 110 + 50 * np.cos(yy / 61.0), 120 + 40 * np.sin((xx + yy) / 143.0)],
+                    -1)
+    base = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    shapes = [(rng.uniform(0.05, 0.95, 2), rng.uniform(-0.01, 0.01, 2), rng.uniform(0.04, 0.12),
+               tuple(int(c) for c in rng.integers(0, 255, 3)), i % 2) for i in range(6)]
+    for t in range(n):
+        img = base.copy()
+        for pos, vel, rad, color, kind in shapes:
+            cx, cy = ((pos + vel * t) % 1.0) * (width, height)
+            r = int(rad * min(width, height))
+            if kind:
+                cv2.circle(img, (int(cx), int(cy)), r, color, -1)
+            else:
+                cv2.rectangle(img, (int(cx) - r, int(cy) - r // 2), (int(cx) + r, int(cy) + r // 2), color, -1)
+        yield img
+
+
+def write_video(path: Path, n: int, width: int, height: int, fps: float = 24.0) -> None:
+    from segcli.io.video import VideoEncoder
+
+    enc = VideoEncoder(path, "mp4", "libx264", width, height, "yuv420p", fps,
+                       codec_options={"crf": "20", "preset": "veryfast"})
+    try:
+        for frame in synthetic_frames(n, width, height):
+            enc.encode(frame, "rgb24")
+    except BaseException:
+        enc.abort()
+        raise
+    enc.close()
+
+
+# ---- models ---------------------------------------------------------------------------------------
+def random_convl(seed: int = 0):
+    """Released ConvNeXt-L / 300-query architecture with seeded random weights, initialised like
+    the golden bundles so that every path matters, and 133 random unit class embeddings."""
+    import torch
+
+    from segcli.model.config import convl_config
+    from segcli.model.omgseg import build_model
+    from segcli.vocab.datasets import dataset_vocabulary
+
+    torch.manual_seed(seed)
+    model = build_model(convl_config())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".gamma"):
+                p.copy_(torch.rand(p.shape, generator=g) * 0.4 + 0.2)
+            elif ".cross_attn.attn.in_proj" in name:
+                p.mul_(0.5)
+            elif ".attn.out_proj." in name or (".ffn.layers.1." in name and "transformer_decoder" in name):
+                p.mul_(0.2)
+            elif name.endswith("level_embed.weight"):
+                p.mul_(0.1)
+    vocab = dataset_vocabulary("coco")
+    emb = torch.randn(len(vocab), 1, model.cfg.backbone.embed_dim, generator=g)
+    model.set_class_embeddings(torch.nn.functional.normalize(emb, dim=-1))
+    return model, vocab
+
+
+def build_segmenter(weights: str, device, variant: Variant):
+    import torch
+
+    from segcli.pipeline.engine import Segmenter, resolve_weights
+
+    if weights == "convl":
+        model, vocab = random_convl()
+    else:
+        from segcli.model.checkpoint import load_weights
+        from segcli.model.omgseg import build_model
+
+        source = resolve_weights(weights)
+        model = build_model(source.config)
+        load_weights(model, source.weights, clip=source.clip)
+        vocab = source.vocabulary
+        golden = Path(weights) / "outputs.npz"
+        if vocab is None or not golden.is_file():
+            return Segmenter.load(weights, device=str(device), precision=variant.precision,
+                                  channels_last=variant.channels_last, compile=variant.compile)
+        with np.load(golden) as data:  # the bundle's own class embeddings: no text tower, no cache
+            model.set_class_embeddings(torch.from_numpy(data["cls_embed_file"]))
+    return Segmenter(model, vocab, device, variant.precision, channels_last=variant.channels_last,
+                     compile=variant.compile)
+
+
+# ---- one run (in a subprocess) --------------------------------------------------------------------
+class StageClock:
+    """Accumulated seconds per stage; `sync` waits for the GPU before reading the clock."""
+
+    def __init__(self, device):
+        import torch
+
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def now(self) -> float:
+        self._sync()
+        return time.perf_counter()
+
+    def timed(self, stage: str, fn):
+        def wrapper(*args, **kwargs):
+            start = self.now()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += self.now() - start
+        return wrapper
+
+    def timed_iter(self, stage: str, iterable):
+        it = iter(iterable)
+        while True:
+            start = self.now()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                self.seconds[stage] += self.now() - start
+            yield item
+
+
+def _instrument(seg, clock: StageClock, captured: list) -> None:
+    """Time the model stages: backbone = Segmenter.features; pixel decoder by forward hooks;
+    decoder = decode_clip/decode_prompts minus the pixel decoder inside them. decode_clip's
+    outputs are kept (binarised) for the accuracy comparison."""
+    import segcli.pipeline.video as video_mod
+
+    if hasattr(video_mod, "preprocess_frames"):
+        video_mod.preprocess_frames = clock.timed("preprocess", video_mod.preprocess_frames)
+    seg.features = clock.timed("backbone", seg.features)
+    pd = seg.model.panoptic_head.pixel_decoder
+    marks = {}
+    pd.register_forward_pre_hook(lambda *a: marks.__setitem__("start", clock.now()))
+
+    def pd_done(*a):
+        clock.seconds["pixel_decoder"] += clock.now() - marks["start"]
+        clock.seconds["decoder"] -= clock.now() - marks["start"]
+    pd.register_forward_hook(pd_done)
+    decode_clip = clock.timed("decoder", seg.decode_clip)
+
+    def decode_and_keep(feats, num_frames):
+        out = decode_clip(feats, num_frames)
+        captured.append((out.cls_logits[0].numpy().copy(), out.iou_logits[0].numpy().copy(),
+                         np.packbits((out.mask_logits[0] > 0).numpy().reshape(out.mask_logits.shape[1], -1), -1),
+                         out.mask_logits.shape[1:]))
+        return out
+    seg.decode_clip = decode_and_keep
+    seg.decode_prompts = clock.timed("decoder", seg.decode_prompts)
+
+
+def _video_options(task: str, size: tuple[int, int], info):
+    from segcli.pipeline.video import ObjectPrompt, VideoOptions
+
+    objects = []
+    if task == "vos":  # one click in the middle of the first frame
+        objects = [ObjectPrompt(1, 0, points=[(info.width / 2, info.height / 2)])]
+    # random weights give low class scores: keep everything, at most 20 tracks (same for every variant)
+    return VideoOptions(task=task, mode="auto", scale=size, score_threshold=0.0, max_objects=20, objects=objects)
+
+
+def run_worker(spec: dict) -> dict:
+    import torch
+
+    from segcli.io import close_writers, open_writers
+    from segcli.pipeline.engine import resolve_device
+    from segcli.pipeline.reader import open_source
+    from segcli.pipeline.video import segment_video
+    from segcli.results import VideoInfo
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    variant = VARIANTS[spec["variant"]]
+    device = resolve_device(spec["device"])
+    task, size = spec["task"], tuple(spec["size"])
+    start = time.perf_counter()
+    seg = build_segmenter(spec["weights"], device, variant)
+    load_s = time.perf_counter() - start
+    rss_load = peak_rss_mb()
+    clock = StageClock(device)
+    captured: list = []
+    _instrument(seg, clock, captured)
+
+    source = open_source(spec["video"])
+    src = source.info
+    vocab = seg.vocabulary
+    classes = [] if task == "vos" else vocab.names
+    info = VideoInfo(src.name, src.width, src.height, src.fps, src.num_frames, classes,
+                     0 if task == "vos" else vocab.num_things, task)
+    opts = _video_options(task, size, src)
+    warmup_s = 0.0
+    if variant.compile or spec.get("warmup"):
+        clip = opts.clip_size or seg.cfg.video.clip_size
+        t = time.perf_counter()
+        frames = [f for _, f in zip(range(clip), source)]
+        for _ in segment_video(seg, frames, _video_options(task, size, src)):
+            pass
+        warmup_s = time.perf_counter() - t
+        clock.seconds = dict.fromkeys(STAGES, 0.0)
+        captured.clear()
+
+    out_dir = Path(spec["out"])
+    writers = open_writers([DEFAULT_FORMAT[task]], str(out_dir / "written") + "/", info,
+                           category_ids=None if task == "vos" else vocab.category_ids)
+    frames = source
+    if variant.overlap:  # decode ahead / write behind; the stage columns then show the stalls
+        from segcli.pipeline.prefetch import BackgroundWriters, prefetch
+
+        frames = prefetch(source, depth=4)
+        writers = [BackgroundWriters(writers, depth=4)]
+    rows, masks, n = [], [], 0
+    t_start = clock.now()
+    results = iter(segment_video(seg, clock.timed_iter("decode", frames), opts))
+    inside = 0.0
+    while True:
+        t = clock.now()
+        frame = next(results, None)
+        inside += clock.now() - t
+        if frame is None:
+            break
+        n += 1
+        for w in writers:
+            clock.timed("write", w.write)(frame)
+        for s in frame.segments:
+            rows.append((frame.index, s.id, s.category, s.score))
+            masks.append(np.packbits(s.mask.reshape(-1)))
+    clock.timed("write", close_writers)(writers)
+    wall = clock.now() - t_start
+    source.close()
+    del results, frames
+    # post-processing (+ association, bookkeeping) = time inside the result iterator not in a stage
+    model_side = sum(clock.seconds[k] for k in ("decode", "preprocess", "backbone", "pixel_decoder", "decoder"))
+    clock.seconds["postprocess"] = inside - model_side
+
+    arrays = {"rows": np.asarray(rows, dtype=np.float64).reshape(-1, 4),
+              "masks": np.stack(masks) if masks else np.zeros((0, 0), np.uint8),
+              "frame_shape": np.asarray([src.height, src.width])}
+    for i, (cls, iou, bits, shape) in enumerate(captured):
+        arrays[f"clip{i}_cls"], arrays[f"clip{i}_iou"], arrays[f"clip{i}_masks"] = cls, iou, bits
+        arrays[f"clip{i}_shape"] = np.asarray(shape)
+    np.savez(out_dir / "outputs.npz", **arrays)
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    return {"weights": spec["weights"], "task": task, "variant": variant.name, "frames": n, "wall_s": wall,
+            "fps": n / wall if wall > 0 else 0.0, "stages_s": clock.seconds, "load_s": load_s,
+            "warmup_s": warmup_s, "rss_after_load_mb": rss_load, "peak_rss_mb": peak_rss_mb(),
+            "gpu_peak_mb": gpu_peak, "threads": torch.get_num_threads(), "device": str(device),
+            "outputs": str(out_dir / "outputs.npz")}
+
+
+# ---- accuracy -------------------------------------------------------------------------------------
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of packed boolean masks (N, bytes); NaN where both are empty."""
+    inter = np.unpackbits(a & b, axis=-1).sum(-1).astype(np.float64)
+    union = np.unpackbits(a | b, axis=-1).sum(-1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def compare_outputs(ref_path: str, run_path: str) -> dict:
+    ref, run = np.load(ref_path), np.load(run_path)
+    out: dict = {}
+    # model level: every query of every clip
+    ious, dlogit, agree, total = [], 0.0, 0, 0
+    i = 0
+    while f"clip{i}_cls" in ref and f"clip{i}_cls" in run:
+        ious.append(_iou(ref[f"clip{i}_masks"], run[f"clip{i}_masks"]))
+        a, b = ref[f"clip{i}_cls"], run[f"clip{i}_cls"]
+        dlogit = max(dlogit, float(np.abs(a - b).max()), float(np.abs(ref[f"clip{i}_iou"] - run[f"clip{i}_iou"]).max()))
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.shape[0]
+        i += 1
+    q = np.concatenate(ious) if ious else np.zeros(0)
+    q = q[~np.isnan(q)]
+    out["query_iou_mean"] = float(q.mean()) if q.size else float("nan")
+    out["query_iou_min"] = float(q.min()) if q.size else float("nan")
+    out["logit_max_diff"] = dlogit
+    out["top1_agree"] = agree / total if total else float("nan")
+    # task level: objects matched by (frame, id)
+    ra, rb = ref["rows"], run["rows"]
+    index_b = {(int(f), int(s)): j for j, (f, s, _, _) in enumerate(rb)}
+    obj_iou, dscore, missing = [], 0.0, 0
+    for j, (f, s, _, score) in enumerate(ra):
+        k = index_b.get((int(f), int(s)))
+        if k is None:
+            missing += 1
+            continue
+        v = _iou(ref["masks"][j:j + 1], run["masks"][k:k + 1])[0]
+        obj_iou.append(1.0 if np.isnan(v) else v)
+        dscore = max(dscore, abs(float(score) - float(rb[k, 3])))
+    keys_a = {(int(f), int(s)) for f, s, _, _ in ra}
+    extra = sum(1 for f, s, _, _ in rb if (int(f), int(s)) not in keys_a)
+    out["object_iou_mean"] = float(np.mean(obj_iou)) if obj_iou else float("nan")
+    out["object_iou_min"] = float(np.min(obj_iou)) if obj_iou else float("nan")
+    out["score_max_diff"] = dscore
+    out["objects"] = len(ra)
+    out["objects_unmatched"] = missing + extra
+    means = [v for v in (out["query_iou_mean"], out["object_iou_mean"]) if not np.isnan(v)]
+    out["within_bound"] = bool(means) and min(means) >= IOU_BOUND
+    return out
+
+
+# ---- driver ---------------------------------------------------------------------------------------
+def _model_name(weights: str) -> str:
+    return "ConvNeXt-L (random)" if weights == "convl" else Path(weights).name
+
+
+def run(opts: BenchOptions) -> list[dict]:
+    import torch
+
+    from segcli.pipeline.engine import resolve_device
+
+    device = resolve_device(opts.device)
+    variants = opts.variants or list(DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"])
+    for v in variants:
+        if v not in VARIANTS:
+            raise UsageError(f"unknown variant {v!r} (choose {', '.join(VARIANTS)})")
+        if VARIANTS[v].gpu_only and device.type == "cpu":
+            raise UsageError(f"variant {v} needs a GPU")
+    if REFERENCE not in variants:
+        variants = [REFERENCE] + variants
+    size = parse_size(opts.size)
+    work = Path(opts.keep) if opts.keep else Path(tempfile.mkdtemp(prefix="segcli-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    src_w, src_h = source_frame_size(size)
+    video = work / f"synthetic_{src_w}x{src_h}_{opts.frames}.mp4"
+    write_video(video, opts.frames, src_w, src_h)
+    print(f"segcli bench: {_machine(device)}; torch {torch.__version__}, threads "
+          f"{opts.threads or torch.get_num_threads()}; {opts.frames} frames {src_w}x{src_h} -> --size "
+          f"{size[0]}x{size[1]}", flush=True)
+    results = []
+    for weights in opts.weights:
+        for task in opts.tasks:
+            for name in variants:
+                run_dir = work / f"{Path(weights).name}_{task}_{name}"
+                run_dir.mkdir(exist_ok=True)
+                spec = {"weights": weights, "task": task, "variant": name, "device": opts.device,
+                        "size": list(size), "video": str(video), "out": str(run_dir), "threads": opts.threads,
+                        "warmup": opts.warmup}
+                res = _spawn(spec, run_dir)
+                print(f"  {_model_name(weights):>20} {task} {name:<13} "
+                      + (f"{res['fps']:.3f} frames/s, peak RSS {res['peak_rss_mb']:.0f} MB" if "fps" in res
+                         else f"FAILED: {res['error']}"), flush=True)
+                results.append(res)
+        for task in opts.tasks:
+            ref = next((r for r in results if r.get("weights") == weights and r.get("task") == task
+                        and r.get("variant") == REFERENCE and "outputs" in r), None)
+            for r in results:
+                if ref and r.get("weights") == weights and r.get("task") == task and "outputs" in r:
+                    r["accuracy"] = compare_outputs(ref["outputs"], r["outputs"])
+                    r["speedup"] = r["fps"] / ref["fps"] if ref["fps"] else float("nan")
+    print()
+    print(format_tables(results, size, opts.frames))
+    if opts.json_out:
+        Path(opts.json_out).write_text(json.dumps({"options": asdict(opts), "results": results}, indent=1))
+    return results
+
+
+def _machine(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {name}, {os.cpu_count()} cores"
+
+
+def _spawn(spec: dict, run_dir: Path) -> dict:
+    spec_path = run_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    result_path = run_dir / "result.json"
+    env = dict(os.environ)  # the worker imports this very segcli, installed or not
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # transparent huge pages for large tensors, as `segcli` sets it (fewer page faults: -8% time)
+    env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    proc = subprocess.run([sys.executable, "-m", "segcli.bench", "--worker", str(spec_path), str(result_path)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not result_path.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {**spec, "error": tail[0]}
+    return json.loads(result_path.read_text())
+
+
+def format_tables(results: list[dict], size: tuple[int, int], frames: int) -> str:
+    lines = []
+    ok = [r for r in results if "fps" in r]
+    for weights in dict.fromkeys(r["weights"] for r in ok):
+        rows = [r for r in ok if r["weights"] == weights]
+        lines.append(f"{_model_name(weights)} at --size {size[0]}x{size[1]}, {frames} frames, device "
+                     f"{rows[0]['device']}, {rows[0]['threads']} threads (ms per frame; cold start)")
+        head = (f"{'task':<4} {'variant':<13} " + " ".join(f"{s[:9]:>9}" for s in STAGES)
+                + f" {'total':>8} {'frames/s':>8} {'speedup':>7} {'peakRSS':>8} {'load s':>6} {'warmup':>6}")
+        lines += [head, "-" * len(head)]
+        for r in rows:
+            n = max(r["frames"], 1)
+            cells = " ".join(f"{1000 * r['stages_s'][s] / n:9.0f}" for s in STAGES)
+            lines.append(f"{r['task']:<4} {r['variant']:<13} {cells} {1000 * r['wall_s'] / n:8.0f} "
+                         f"{r['fps']:8.3f} {r.get('speedup', float('nan')):6.2f}x {r['peak_rss_mb']:6.0f}MB "
+                         f"{r['load_s']:6.1f} {r['warmup_s']:6.1f}")
+        lines.append("")
+        head = (f"{'task':<4} {'variant':<13} {'qIoU mean':>9} {'qIoU min':>9} {'top1':>6} {'dlogit':>7} "
+                f"{'objIoU mean':>11} {'objIoU min':>10} {'dscore':>7} {'objects':>7} {'unmatched':>9}  bound")
+        lines.append(f"accuracy vs {REFERENCE} (query masks at stride 4, objects at frame size; "
+                     f"bound: mean IoU >= {IOU_BOUND})")
+        lines += [head, "-" * len(head)]
+        for r in rows:
+            a = r.get("accuracy")
+            if not a or r["variant"] == REFERENCE:
+                continue
+            lines.append(f"{r['task']:<4} {r['variant']:<13} {a['query_iou_mean']:9.4f} {a['query_iou_min']:9.4f} "
+                         f"{a['top1_agree']:6.3f} {a['logit_max_diff']:7.3f} {a['object_iou_mean']:11.4f} "
+                         f"{a['object_iou_min']:10.4f} {a['score_max_diff']:7.4f} {a['objects']:7d} "
+                         f"{a['objects_unmatched']:9d}  {'ok' if a['within_bound'] else 'FAIL'}")
+        lines.append("")
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        lines.append(f"FAILED {r['weights']} {r['task']} {r['variant']}: {r['error']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", action="append", help="'convl' (random-weight ConvNeXt-L, the default) or a "
+                   "model folder / registry name; repeatable")
+    p.add_argument("--size", default="1280x736", help="resize limits WxH or a preset (official, fast, small, tiny)")
+    p.add_argument("--frames", type=int, default=3, help="frames of the synthetic video (3 = one clip)")
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: vis, vps, vos")
+    p.add_argument("--variants", default=None, help="comma-separated, from: " + ", ".join(VARIANTS)
+                   + " (default: fp32-eager,bf16 on CPU; fp32-eager,fp16,bf16 on CUDA)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--warmup", action="store_true", help="run one untimed clip first in every run")
+    p.add_argument("--json", dest="json_out", default=None, help="also write all numbers to this JSON file")
+    p.add_argument("--keep", default=None, help="keep the video and outputs in this folder")
+    p.add_argument("--worker", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        spec = json.loads(Path(args.worker[0]).read_text())
+        Path(args.worker[1]).write_text(json.dumps(run_worker(spec)))
+        return 0
+    opts = BenchOptions(weights=args.weights or ["convl"], size=args.size, frames=args.frames,
+                        tasks=[t for t in args.tasks.split(",") if t],
+                        variants=args.variants.split(",") if args.variants else None, device=args.device,
+                        threads=args.threads, warmup=args.warmup, json_out=args.json_out, keep=args.keep)
+    try:
+        for t in opts.tasks:
+            if t not in TASKS:
+                raise UsageError(f"unknown task {t!r} (choose {', '.join(TASKS)})")
+        results = run(opts)
+    except SegcliError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if all("fps" in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Fast paths (issue #6) against the fp32 reference on the golden bundle, and the helpers that
+make them: bf16 autocast with bf16 weights, channels_last, folded layer scales, chunked MSDA
+gathers, prefetching reader and background writers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from segcli.model import msda
+from segcli.model.checkpoint import load_weights
+from segcli.model.config import config_from_bundle
+from segcli.model.omgseg import build_model
+from segcli.pipeline.engine import Segmenter, bundle_vocabulary
+from segcli.pipeline.prefetch import BackgroundWriters, prefetch
+
+IOU_BOUND = 0.98
+
+
+def make_segmenter(bundle, precision: str, channels_last: bool) -> Segmenter:
+    model = build_model(config_from_bundle(bundle.config))
+    load_weights(model, bundle.weights)
+    model.set_class_embeddings(torch.from_numpy(bundle.outputs["cls_embed_file"]))
+    return Segmenter(model, bundle_vocabulary(bundle.config), torch.device("cpu"), precision,
+                     channels_last=channels_last)
+
+
+@pytest.fixture(scope="module")
+def reference(bundle):
+    seg = make_segmenter(bundle, "fp32", channels_last=False)
+    clip = torch.from_numpy(bundle.inputs["vid_batch_inputs"][0][:3])
+    return clip, seg.decode_clip(seg.features(clip), 3)
+
+
+def query_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-query IoU of binarised mask logits (Q, ...); queries empty in both are skipped."""
+    ma, mb = (a > 0).flatten(1), (b > 0).flatten(1)
+    inter, union = (ma & mb).sum(1).float(), (ma | mb).sum(1).float()
+    return inter[union > 0] / union[union > 0]
+
+
+def test_bf16_within_bound_of_fp32(bundle, reference):
+    clip, ref = reference
+    seg = make_segmenter(bundle, "bf16", channels_last=True)
+    out = seg.decode_clip(seg.features(clip), 3)
+    iou = query_iou(ref.mask_logits[0], out.mask_logits[0])
+    assert iou.mean() >= IOU_BOUND, f"mean mask IoU {iou.mean():.4f}"
+    assert iou.min() >= 0.9, f"worst query mask IoU {iou.min():.4f}"
+    # class logits are ~100 x cosine: a bf16 cosine would be off by ~0.4; the fp32 classifier keeps it small
+    assert (out.cls_logits - ref.cls_logits).abs().max() < 1.0
+    assert torch.equal(out.cls_logits.argmax(-1), ref.cls_logits.argmax(-1))
+    # weights are stored in bf16, the numerically sensitive parts stay fp32
+    head = seg.model.panoptic_head
+    assert head.transformer_decoder.layers[0].cross_attn.attn.in_proj_weight.dtype == torch.bfloat16
+    assert head.transformer_decoder.post_norm.weight.dtype == torch.float32
+    assert head.query_embed.weight.dtype == torch.float32
+    assert seg.model.backbone.head[1].mlp.fc1.weight.dtype == torch.float32  # used outside autocast
+
+
+def test_channels_last_fp32_is_the_same_computation(bundle, reference):
+    clip, ref = reference
+    seg = make_segmenter(bundle, "fp32", channels_last=True)
+    out = seg.decode_clip(seg.features(clip), 3)
+    torch.testing.assert_close(out.mask_logits, ref.mask_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.cls_logits, ref.cls_logits, atol=1e-3, rtol=1e-4)
+
+
+def test_folded_layer_scale_same_numbers(bundle):
+    model = build_model(config_from_bundle(bundle.config))
+    load_weights(model, bundle.weights)
+    x = torch.from_numpy(bundle.inputs["img_batch_inputs"])
+    ref = model.extract_features(x)
+    for block in model.backbone.modules():
+        if hasattr(block, "fold_layer_scale"):
+            block.fold_layer_scale()
+    for a, b in zip(ref, model.extract_features(x)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_msda_chunked_gathers_match_one_chunk(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    shapes = [(5, 7), (3, 4)]
+    b, m, d, nq, p = 2, 3, 4, 9, 2
+    value = torch.randn(b, sum(h * w for h, w in shapes), m, d, generator=g)
+    loc = torch.rand(b, nq, m, len(shapes), p, 2, generator=g) * 1.6 - 0.3
+    wts = torch.rand(b, nq, m, len(shapes), p, generator=g)
+    whole = msda.ms_deform_attn(value, shapes, loc, wts)
+    monkeypatch.setattr(msda, "GATHER_CHUNK_BYTES", 1)  # one head per embedding_bag call
+    torch.testing.assert_close(msda.ms_deform_attn(value, shapes, loc, wts), whole, atol=1e-6, rtol=1e-6)
+
+
+def test_softmax_fp32_matches_torch():
+    x = torch.randn(5, 7, 12, dtype=torch.bfloat16)
+    torch.testing.assert_close(msda.softmax_fp32(x), x.float().softmax(-1), atol=1e-6, rtol=1e-6)
+
+
+def test_prefetch_keeps_order_and_bounds_the_queue():
+    produced = []
+
+    def source():
+        for i in range(20):
+            produced.append(i)
+            yield i
+
+    it = prefetch(source(), depth=3)
+    assert next(it) == 0
+    time.sleep(0.2)
+    assert len(produced) <= 1 + 3 + 1  # consumed + queued + the one waiting to be put
+    assert list(it) == list(range(1, 20))
+
+
+def test_prefetch_reraises_and_stops_early():
+    def broken():
+        yield 1
+        raise ValueError("bad frame")
+
+    it = prefetch(broken(), depth=2)
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="bad frame"):
+        next(it)
+
+    started = threading.active_count()
+    it = prefetch(iter(range(10**6)), depth=2)
+    next(it)
+    it.close()  # the worker thread ends instead of decoding the rest
+    time.sleep(0.3)
+    assert threading.active_count() <= started
+
+
+class ListWriter:
+    needs_image = False
+
+    def __init__(self, fail_at=None):
+        self.items, self.closed, self.aborted, self.fail_at = [], False, False, fail_at
+
+    def write(self, frame):
+        if frame == self.fail_at:
+            raise OSError("disk full")
+        time.sleep(0.001)
+        self.items.append(frame)
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.aborted = True
+
+
+def test_background_writers_write_in_order_and_close():
+    a, b = ListWriter(), ListWriter()
+    with BackgroundWriters([a, b], depth=2) as out:
+        for i in range(30):
+            out.write(i)
+    assert a.items == b.items == list(range(30))
+    assert a.closed and b.closed and not a.aborted
+
+
+def test_background_writers_raise_the_writer_error():
+    w = ListWriter(fail_at=3)
+    out = BackgroundWriters([w], depth=2)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(50):
+            out.write(i)
+            time.sleep(0.005)
+        out.close()
+    assert w.aborted and not w.closed
+    assert np.all(np.diff(w.items) == 1)
