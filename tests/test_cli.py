@@ -253,3 +253,12 @@ def test_stdin_video(tiny, capsys, monkeypatch):
         Stdin.buffer.close()
     assert code == 0, err
     assert [json.loads(line)["frame"] for line in out.splitlines()] == [0, 1, 2]
+
+
+def test_bench_command_prints_tables(tiny, capsys):
+    code, out, err = run(["bench", "--weights", tiny, "--size", "tiny", "--frames", "3", "--tasks", "vis",
+                          "--variants", "fp32-eager,bf16"], capsys)
+    assert code == 0, err
+    assert "frames/s" in out and "peakRSS" in out
+    bf16_row = [line for line in out.splitlines() if line.startswith("vis  bf16") and line.rstrip().endswith("ok")]
+    assert bf16_row, out  # the accuracy table checks the bound
