@@ -34,7 +34,8 @@ class HeadConfig:
     feat_channels: int = 256
     num_queries: int = 300
     num_levels: int = 3  # multi-scale levels seen by the encoder and the decoder
-    num_heads: int = 8
+    num_heads: int = 8  # decoder attention heads
+    encoder_heads: int = 8  # deformable-attention heads of the pixel decoder
     num_points: int = 4
     num_groups: int = 32  # GroupNorm groups in the pixel decoder
     encoder_layers: int = 6
@@ -144,6 +145,7 @@ def config_from_bundle(bundle: dict) -> OMGSegConfig:
         num_queries=int(h["num_queries"]),
         num_levels=int(h["num_transformer_feat_level"]),
         num_heads=int(td["cross_attn"]["num_heads"]),
+        encoder_heads=int(pd["self_attn"]["num_heads"]),
         num_points=int(pd["self_attn"]["num_points"]),
         num_groups=groups,
         encoder_layers=int(pd["encoder_num_layers"]),

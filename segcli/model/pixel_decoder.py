@@ -54,7 +54,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         e = cfg.feat_channels
-        self.self_attn = MultiScaleDeformableAttention(e, cfg.num_heads, cfg.num_levels, cfg.num_points)
+        self.self_attn = MultiScaleDeformableAttention(e, cfg.encoder_heads, cfg.num_levels, cfg.num_points)
         self.ffn = FFN(e, cfg.encoder_ffn)
         self.norms = nn.ModuleList([nn.LayerNorm(e), nn.LayerNorm(e)])
 
