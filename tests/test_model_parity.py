@@ -18,6 +18,22 @@ from segcli.model.omgseg import build_model
 FEAT = dict(atol=1e-4, rtol=1e-4)
 CLS = dict(atol=5e-3, rtol=1e-4)
 IOU = dict(atol=1e-5, rtol=1e-5)
+NEAR = 5e-5  # mask logits agree to ~1e-5, so only pixels this close to 0 can flip
+
+
+def close_cls(ours: torch.Tensor, ref: np.ndarray, masks: list[torch.Tensor], name: str) -> None:
+    """Class logits (L+1, Q, C) of every prediction. The class branch pools the mask features
+    inside the BINARISED mask (logit > 0): where one of a query's mask logits lies within float
+    noise of 0 the pooled embedding may jump, so, as the golden README allows, those queries
+    (min |mask logit| < NEAR in that prediction, a few times the mask-logit tolerance reached)
+    are not held to the class-logit tolerance."""
+    ours = ours.detach().float().numpy()
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
+    near = np.stack([m[0].flatten(1).abs().min(1).values.numpy() < NEAR for m in masks])  # (L+1, Q)
+    assert near.mean() <= 0.25, f"{name}: {near.mean():.0%} of the queries sit on the mask threshold"
+    err = np.abs(ours - ref).max(-1)
+    bad = (err > CLS["atol"] + CLS["rtol"] * np.abs(ref).max(-1)) & ~near
+    assert not bad.any(), f"{name}: max abs error {err[~near].max():.3e} on queries away from the threshold"
 
 
 def close(ours: torch.Tensor, ref: np.ndarray, name: str, atol: float, rtol: float) -> None:
@@ -67,12 +83,12 @@ def test_image_decoder(model, bundle, image_feats):
     out = bundle.outputs
     res = model.forward_clip(image_feats, 1, all_layers=True)
     all_cls = torch.stack([c[0] for c in res.all_cls])
-    close(all_cls[..., :-1], out["img_cls_logits_all_layers"][..., :-1], "img class logits", **CLS)
+    close_cls(all_cls[..., :-1], out["img_cls_logits_all_layers"][..., :-1], res.all_masks, "img class logits")
     close(all_cls[..., -1], out["img_cls_logits_all_layers"][..., -1], "img iou logits", **IOU)
     close(torch.stack([m[0, :, 0] for m in res.all_masks]), out["img_mask_logits_all_layers"], "img masks", **FEAT)
     close(torch.stack([q[0] for q in res.layer_queries]), out["img_decoder_layer_queries"], "img layers", **FEAT)
     close(res.query_feat[0], out["img_query_feat"], "img_query_feat", **FEAT)
-    close(res.cls_logits[0], out["img_pred_cls"], "img_pred_cls", **CLS)
+    close_cls(res.cls_logits, out["img_pred_cls"][None], res.all_masks[-1:], "img_pred_cls")
     close(res.iou_logits[0], out["img_pred_iou"], "img_pred_iou", **IOU)
     # the inference path (classification of the last prediction only) gives the same numbers
     fast = model.forward_clip(image_feats, 1)
@@ -94,13 +110,13 @@ def test_video_clips(model, bundle, video_feats):
         res = model.forward_clip([f[start:end] for f in video_feats], int(end - start), all_layers=True)
         all_cls = torch.stack([q[0] for q in res.all_cls])
         ref = out[f"vid_clip{c}_cls_logits_all_layers"]
-        close(all_cls[..., :-1], ref[..., :-1], f"clip{c} class logits", **CLS)
+        close_cls(all_cls[..., :-1], ref[..., :-1], res.all_masks, f"clip{c} class logits")
         close(all_cls[..., -1], ref[..., -1], f"clip{c} iou logits", **IOU)
         close(res.mask_logits[0], out[f"vid_clip{c}_mask_logits"], f"clip{c} masks", **FEAT)
         close(res.query_feat[0], out[f"vid_clip{c}_query_feat"], f"clip{c} query_feat", **FEAT)
         layers = torch.stack([q[0] for q in res.layer_queries])
         close(layers, out[f"vid_clip{c}_decoder_layer_queries"], f"clip{c} layers", **FEAT)
-        close(res.cls_logits[0], out[f"vid_clip{c}_pred_cls"], f"clip{c} pred_cls", **CLS)
+        close_cls(res.cls_logits, out[f"vid_clip{c}_pred_cls"][None], res.all_masks[-1:], f"clip{c} pred_cls")
         close(res.iou_logits[0], out[f"vid_clip{c}_pred_iou"], f"clip{c} pred_iou", **IOU)
 
 
@@ -116,7 +132,7 @@ def test_prompt_mode(model, bundle, image_feats, run):
     res = model.forward_prompts(image_feats, Prompts(norm[None], torch.from_numpy(bp)[None]), all_layers=True)
     all_cls = torch.stack([q[0] for q in res.all_cls])
     ref = out[f"{run}_cls_logits_all_layers"]
-    close(all_cls[..., :-1], ref[..., :-1], f"{run} class logits", **CLS)
+    close_cls(all_cls[..., :-1], ref[..., :-1], res.all_masks, f"{run} class logits")
     close(all_cls[..., -1], ref[..., -1], f"{run} iou logits", **IOU)
     close(res.mask_logits[0, :, 0], out[f"{run}_mask_logits"], f"{run} masks", **FEAT)
     close(res.query_feat[0], out[f"{run}_query_feat"], f"{run} query_feat", **FEAT)
