@@ -505,7 +505,10 @@ def image(
     box: Annotated[Optional[list[str]], typer.Option(help="X1,Y1,X2,Y2 box prompt (repeatable)")] = None,
     vocab: Vocab = None, stuff: Stuff = None, vocab_file: VocabFile = None, dataset: Dataset = None,
     weights: Weights = DEFAULT_WEIGHTS, device: Device = "auto", precision: Precision = None, size: Size = None,
-    score_threshold: Score = 0.3, max_objects: MaxObjects = 100, output: Output = None, format: Formats = None,
+    score_threshold: Annotated[Optional[float], typer.Option(
+        "--score-threshold", help="drop objects whose class probability is lower (default: 0.3 for instance, "
+        "0 for panoptic)")] = None,
+    max_objects: MaxObjects = 100, output: Output = None, format: Formats = None,
     quiet: Quiet = False, open_vocab: OpenVocab = False, threads: Threads = None,
 ) -> None:
     """Single images with the same model: panoptic/instance/semantic, or masks for point/box prompts.
@@ -550,6 +553,8 @@ def image(
                                category_ids=None if agnostic or not model_vocab else model_vocab.category_ids)
         seg = load_segmenter(weights, device, precision, None if agnostic else model_vocab, console,
                              class_agnostic=agnostic, open_vocab=open_vocab, threads=threads)
+        if score_threshold is None:
+            score_threshold = 0.3 if task == "instance" else 0.0
         opts = ImageOptions(task=task, scale=scale, score_threshold=score_threshold, max_objects=max_objects,
                             open_vocab=open_vocab, keep_image=any(w.needs_image for w in writers),
                             objects=objects, label_objects=prompted and not agnostic)

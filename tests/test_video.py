@@ -118,3 +118,8 @@ def test_vos_correction_rematches_from_that_frame(bundle, segmenter):
         assert [s.mask.tolist() for s in state_a[t].segments] == [s.mask.tolist() for s in state_b[t].segments]
     ids_b = {s.id for r in state_b[4:] for s in r.segments}
     assert ids_b <= {1}
+
+
+def test_vps_score_threshold_drops_segments(bundle, segmenter):
+    results = list(segment_video(segmenter, frames(bundle)[:3], VideoOptions(task="vps", score_threshold=1.0)))
+    assert len(results) == 3 and not any(r.segments for r in results)

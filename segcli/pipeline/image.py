@@ -61,7 +61,7 @@ def segment_image(seg: Segmenter, frame, opts: ImageOptions) -> FrameResult:
                                        opts.score_threshold)
         segments = instance_segments(tracks, masks, vocab)
     elif opts.task == "panoptic":
-        segments = panoptic_frame_segments(cls, masks, vocab, seg.cfg.test)
+        segments = panoptic_frame_segments(cls, masks, vocab, seg.cfg.test, opts.score_threshold)
     else:
         segments = semantic_segments(cls, masks, vocab)
     return FrameResult(frame.index, frame.pts, h, w, segments, image, frame.name)

@@ -179,7 +179,7 @@ class VideoSegmentation:
             if task == "vis":
                 segments = instance_segments(self._instance_tracks(cls), masks, vocab)
             elif task == "vps":
-                segments = panoptic_frame_segments(cls, masks, vocab, self.cfg.test)
+                segments = panoptic_frame_segments(cls, masks, vocab, self.cfg.test, self.opts.score_threshold)
             elif task == "vss":
                 segments = semantic_segments(cls, masks, vocab)
             else:
