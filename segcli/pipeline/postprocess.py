@@ -55,7 +55,8 @@ def upsample_masks(
         x = F.interpolate(x[None], size=(pad_h, pad_w), mode="bilinear", align_corners=False)[0]
     img_h, img_w = int(img_shape[0]), int(img_shape[1])
     x = x[:, :img_h, :img_w]
-    if ori_shape is not None:
+    if ori_shape is not None and (int(ori_shape[0]), int(ori_shape[1])) != (img_h, img_w):
+        # (a same-size bilinear resize is an exact copy, so it is skipped)
         ori_h, ori_w = int(ori_shape[0]), int(ori_shape[1])
         x = F.interpolate(x[:, None], size=(ori_h, ori_w), mode="bilinear", align_corners=False)[:, 0]
     return x
