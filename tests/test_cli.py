@@ -76,7 +76,8 @@ def test_vis_end_to_end_writes_every_format(tiny, tmp_path, capsys):
         maps = [f.to_ndarray() for f in c.decode(video=0)]
     assert len(maps) == 6 and set(np.unique(maps[0])) - {0} <= ids
     summary = json.loads((out / "shapes.summary.json").read_text())
-    assert summary
+    assert summary["frames"] == 6 and {t["id"] for t in summary["tracks"]} == ids
+    assert all(0 <= t["first_frame"] <= t["last_frame"] < 6 for t in summary["tracks"])
 
 
 def test_track_ids_are_stable_query_slots(bundle, tiny, tmp_path, capsys):
