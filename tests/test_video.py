@@ -63,7 +63,11 @@ def test_exact_vis_tracks_are_official_tubes(bundle, segmenter):
 
 def test_online_streams_with_running_state(bundle, segmenter):
     void = bundle.config["classes"]["num_classes"]
-    feed = frames(bundle) * 4  # long enough for the exact clip splitter to release clips early
+    det = bundle.config["detector"]
+    held = max(det["small_clip_thr"], det["whole_clip_thr"], (det["clip_size"] + 1) * det["clip_size"])
+    base = frames(bundle)
+    # long enough for the exact clip splitter (which holds up to `held` frames) to release clips early
+    feed = base * (held // len(base) + 2)
     for i, f in enumerate(feed):
         feed[i] = Frame(i, i / 25, f.rgb.copy(), f"{i:05d}")
     consumed = []
