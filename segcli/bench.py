@@ -258,8 +258,8 @@ def _instrument(seg, clock: StageClock, captured: list) -> None:
 
     def decode_and_keep(feats, num_frames):
         out = decode_clip(feats, num_frames)
-        captured.append((out.cls_logits[0].numpy().copy(), out.iou_logits[0].numpy().copy(),
-                         np.packbits((out.mask_logits[0] > 0).numpy().reshape(out.mask_logits.shape[1], -1), -1),
+        captured.append((out.cls_logits[0].cpu().numpy().copy(), out.iou_logits[0].cpu().numpy().copy(),
+                         np.packbits((out.mask_logits[0] > 0).cpu().numpy().reshape(out.mask_logits.shape[1], -1), -1),
                          out.mask_logits.shape[1:]))
         return out
     seg.decode_clip = decode_and_keep

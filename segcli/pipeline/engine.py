@@ -186,5 +186,7 @@ class Segmenter:
 
 
 def _to_float(out: HeadOutput) -> HeadOutput:
-    return HeadOutput(out.cls_logits.float().cpu(), out.iou_logits.float().cpu(), out.mask_logits.float().cpu(),
-                      out.query_feat.float().cpu())
+    """fp32 outputs, left on the model's device: on a GPU the tracker and the post-processing run
+    there too (upsampling 300 masks per frame on the host would cost more than the model), and
+    only the final per-frame masks cross to the host."""
+    return HeadOutput(out.cls_logits.float(), out.iou_logits.float(), out.mask_logits.float(), out.query_feat.float())

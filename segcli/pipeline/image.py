@@ -52,7 +52,7 @@ def segment_image(seg: Segmenter, frame, opts: ImageOptions) -> FrameResult:
     masks_s4 = out.mask_logits[0, :, 0]
     if opts.open_vocab:
         padres = upsample_masks(masks_s4, meta.pad_shape, meta.pad_shape)
-        sums, count = seg.model.clip_pool_sums(feats[-1].float().cpu(), padres[:, None])
+        sums, count = seg.model.clip_pool_sums(feats[-1].float().to(padres.device), padres[:, None])
         cls = seg.model.open_vocab_logits(cls, sums, count, torch.as_tensor(seg.seen), 0.4, 0.8)
     masks = LazyMasks(masks_s4, meta.pad_shape, meta.img_shape, meta.ori_shape)
     vocab = seg.vocabulary
@@ -78,9 +78,9 @@ def _prompt_segments(seg: Segmenter, feats, meta, opts: ImageOptions) -> list[Se
     norm = torch.cat(boxes).float() / torch.tensor([iw, ih, iw, ih], dtype=torch.float32)
     out = seg.decode_prompts(feats, norm, torch.cat(bps))
     logits = upsample_masks(out.mask_logits[0, :, 0], meta.pad_shape, meta.img_shape, meta.ori_shape)
-    binary = (logits.sigmoid() > 0.5).numpy()
-    probs = out.cls_logits[0].softmax(-1)[:, :-1]
-    objectness = out.iou_logits[0, :, 0].sigmoid()
+    binary = (logits.sigmoid() > 0.5).cpu().numpy()
+    probs = out.cls_logits[0].softmax(-1)[:, :-1].cpu()
+    objectness = out.iou_logits[0, :, 0].sigmoid().cpu()
     segments = []
     for oid in sorted(set(owners)):
         rows = [i for i, o in enumerate(owners) if o == oid]

@@ -105,13 +105,18 @@ def _out_hw(masks: MaskInput) -> tuple[int, int]:
     return int(masks.shape[-2]), int(masks.shape[-1])
 
 
+def _device(masks: MaskInput) -> torch.device:
+    """Where the masks live; every buffer of a step is allocated there (CPU or GPU)."""
+    return masks.logits_s4.device if isinstance(masks, LazyMasks) else masks.device
+
+
 def _take(masks: MaskInput, idx: torch.Tensor) -> torch.Tensor:
     """Float logits (n, H, W) of the queries `idx` (upsampled now when lazy); always a fresh tensor
     (advanced indexing copies), so callers may modify it in place."""
     idx = torch.as_tensor(idx, dtype=torch.int64)
     if len(idx) == 0:
         h, w = _out_hw(masks)
-        return torch.zeros((0, h, w))
+        return torch.zeros((0, h, w), device=_device(masks))
     return masks[idx].float()
 
 
@@ -165,8 +170,8 @@ def _panoptic_accepted(
     num_kept = len(keep_idx)
     if num_kept == 0:
         return
-    best_val = torch.full((h, w), float("-inf"))
-    owner = torch.zeros((h, w), dtype=torch.int64)  # index into the kept list
+    best_val = torch.full((h, w), float("-inf"), device=_device(masks))
+    owner = torch.zeros((h, w), dtype=torch.int64, device=best_val.device)  # index into the kept list
     for s, e in _chunks(num_kept, chunk):
         # score_k * sigmoid(M_k), in place to hold one (chunk, H, W) buffer (same products as official)
         prob = _take(masks, keep_idx[s:e]).sigmoid_().mul_(keep_scores[s:e].view(-1, 1, 1))
@@ -209,7 +214,7 @@ def panoptic_postprocess(
     """
     num_classes = cls.shape[-1] - 1
     h, w = _out_hw(masks)
-    pan = torch.full((h, w), num_classes, dtype=torch.int32)
+    pan = torch.full((h, w), num_classes, dtype=torch.int32, device=_device(masks))
     instance_id = 1
     for _, label, _, seg in _panoptic_accepted(cls, masks, iou_thr, object_mask_thr, filter_low_score, chunk):
         if label >= num_things:
@@ -244,7 +249,7 @@ def panoptic_segments(
             stuff_owner[lab] = (q, s)
 
     h, w = _out_hw(masks)
-    id_map = torch.zeros((h, w), dtype=torch.int32)
+    id_map = torch.zeros((h, w), dtype=torch.int32, device=_device(masks))
     segments: dict[int, PanopticSegment] = {}
     for query, label, score, seg in _panoptic_accepted(
         cls, masks, iou_thr, object_mask_thr, filter_low_score, chunk
@@ -308,15 +313,15 @@ def select_instances(cls: torch.Tensor, num_things: int, max_per_image: int) -> 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """mmdet mask2bbox: (K, H, W) bool -> (K, 4) float32 x1, y1, x2 + 1, y2 + 1; zeros for empty masks."""
     num = masks.shape[0]
-    boxes = torch.zeros((num, 4), dtype=torch.float32)
+    boxes = torch.zeros((num, 4), dtype=torch.float32, device=masks.device)
     if num == 0:
         return boxes
     x_any = masks.any(dim=1)  # (K, W)
     y_any = masks.any(dim=2)  # (K, H)
     w, h = x_any.shape[1], y_any.shape[1]
     nonempty = x_any.any(dim=1)
-    xs = torch.arange(w)
-    ys = torch.arange(h)
+    xs = torch.arange(w, device=masks.device)
+    ys = torch.arange(h, device=masks.device)
     x1 = torch.where(x_any, xs, w).min(dim=1).values
     x2 = torch.where(x_any, xs, -1).max(dim=1).values + 1
     y1 = torch.where(y_any, ys, h).min(dim=1).values
@@ -340,21 +345,23 @@ def instance_frame(
     Returns (masks bool (K, H, W), scores (K,), boxes (K, 4)).
     """
     h, w = _out_hw(masks)
+    dev = _device(masks)
     if query_idx is None:
         query_idx = torch.arange(len(class_scores))
     num = len(query_idx)
     if num == 0:
-        return torch.zeros((0, h, w), dtype=torch.bool), torch.zeros(0), torch.zeros((0, 4))
+        return (torch.zeros((0, h, w), dtype=torch.bool, device=dev), torch.zeros(0, device=dev),
+                torch.zeros((0, 4), device=dev))
     unique_q, inverse = torch.unique(query_idx, return_inverse=True)
-    bin_masks = torch.zeros((len(unique_q), h, w), dtype=torch.bool)
-    mask_scores = torch.zeros(len(unique_q))
+    bin_masks = torch.zeros((len(unique_q), h, w), dtype=torch.bool, device=dev)
+    mask_scores = torch.zeros(len(unique_q), device=dev)
     for s, e in _chunks(len(unique_q), chunk):
         logits = _take(masks, unique_q[s:e])
         binary = (logits > 0).float()
         mask_scores[s:e] = (logits.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
         bin_masks[s:e] = binary.bool()
-    out_masks = bin_masks[inverse]
-    scores = class_scores.float() * mask_scores[inverse]
+    out_masks = bin_masks[inverse.to(dev)]
+    scores = class_scores.float().to(dev) * mask_scores[inverse.to(dev)]
     return out_masks, scores, masks_to_boxes(out_masks)
 
 
@@ -395,7 +402,7 @@ def semantic_postprocess(cls: torch.Tensor, masks: MaskInput, chunk: int = DEFAU
     num_classes = cls.shape[-1] - 1
     probs = F.softmax(cls.float(), dim=-1)[:, :num_classes]
     h, w = _out_hw(masks)
-    sem = torch.zeros((num_classes, h, w))
+    sem = torch.zeros((num_classes, h, w), device=_device(masks))
     for s, e in _chunks(probs.shape[0], chunk):
         m = _take(masks, torch.arange(s, e)).sigmoid()
         sem += torch.einsum("qc,qhw->chw", probs[s:e], m)
@@ -423,7 +430,7 @@ def proposal_postprocess(
     """Binary proposal masks (K, H, W), sigmoid > 0.5, in ascending objectness order (§6.4)."""
     idx = select_proposals(iou_logits, num_proposals)
     h, w = _out_hw(masks)
-    out = torch.zeros((len(idx), h, w), dtype=torch.bool)
+    out = torch.zeros((len(idx), h, w), dtype=torch.bool, device=_device(masks))
     for s, e in _chunks(len(idx), chunk):
         out[s:e] = _take(masks, idx[s:e]).sigmoid() > 0.5
     return out
@@ -456,7 +463,7 @@ def match_first_frame(
             f"object masks are {tuple(gt_masks.shape[-2:])}, proposals {tuple(proposal_masks.shape[-2:])}"
         )
     iou = mask_iou(proposal_masks.bool(), gt_masks.bool())
-    rows, cols = linear_sum_assignment(-iou.numpy())  # rows = proposals, as official
+    rows, cols = linear_sum_assignment(-iou.cpu().numpy())  # rows = proposals, as official
     ids = [int(x) for x in np.asarray(gt_ids).reshape(-1)]
     return {int(r): ids[int(c)] for r, c in zip(rows, cols)}
 
@@ -465,7 +472,7 @@ def paint_vos(proposal_masks: torch.Tensor, assignment: dict[int, int]) -> torch
     """int32 object-id map (0 = background): matched proposals painted in ascending index order,
     later (higher-scoring) ones overwriting earlier ones."""
     h, w = proposal_masks.shape[-2:]
-    seg = torch.zeros((h, w), dtype=torch.int32)
+    seg = torch.zeros((h, w), dtype=torch.int32, device=proposal_masks.device)
     for idx, obj_id in assignment.items():
         seg[proposal_masks[idx]] = obj_id
     return seg

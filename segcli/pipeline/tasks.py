@@ -44,6 +44,7 @@ class InstanceTracks:
 
 def instance_segments(tracks: InstanceTracks, masks: LazyMasks, vocab: Vocabulary) -> list[Segment]:
     bin_masks, scores, _ = instance_frame(masks, tracks.class_scores, tracks.query_idx)
+    bin_masks, scores = bin_masks.cpu(), scores.cpu()  # one transfer when the masks are on a GPU
     out = []
     for i, q in enumerate(tracks.query_idx.tolist()):
         mask = bin_masks[i].numpy()
@@ -59,13 +60,13 @@ def panoptic_frame_segments(cls_logits: torch.Tensor, masks: LazyMasks, vocab: V
     id_map, segments = panoptic_segments(cls_logits, masks, vocab.num_things, iou_thr=test_cfg.iou_thr,
                                          object_mask_thr=max(test_cfg.object_mask_thr, threshold),
                                          filter_low_score=test_cfg.filter_low_score)
-    id_np = id_map.numpy()
+    id_np = id_map.cpu().numpy()
     return [Segment(s.id, s.label, vocab.names[s.label], s.score, id_np == s.id, s.isthing) for s in segments]
 
 
 def semantic_segments(cls_logits: torch.Tensor, masks: LazyMasks, vocab: Vocabulary) -> list[Segment]:
-    sem = semantic_postprocess(cls_logits, masks).numpy()
-    probs = cls_logits.float().softmax(-1)[:, :-1]
+    sem = semantic_postprocess(cls_logits, masks).cpu().numpy()
+    probs = cls_logits.float().softmax(-1)[:, :-1].cpu()
     out = []
     for k in sorted(set(sem.flatten().tolist())):
         # score of a class region: the best query probability for that class

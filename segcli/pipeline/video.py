@@ -127,10 +127,10 @@ class VideoSegmentation:
             for s in range(0, masks.shape[0], 32):
                 padres = F.interpolate(masks[s:s + 32, t][None], size=meta.pad_shape, mode="bilinear",
                                        align_corners=False)[0]
-                sums, count = model.clip_pool_sums(feat_s32[t:t + 1].float().cpu(), padres[:, None])
+                sums, count = model.clip_pool_sums(feat_s32[t:t + 1].float().to(padres.device), padres[:, None])
                 if self.ov_sum is None:
-                    self.ov_sum = torch.zeros(masks.shape[0], sums.shape[1])
-                    self.ov_count = torch.zeros(masks.shape[0])
+                    self.ov_sum = sums.new_zeros(masks.shape[0], sums.shape[1])
+                    self.ov_count = count.new_zeros(masks.shape[0])
                 self.ov_sum[s:s + 32] += sums
                 self.ov_count[s:s + 32] += count
 
@@ -153,7 +153,7 @@ class VideoSegmentation:
             boxes_t = torch.cat(boxes, 0).float() / torch.tensor([w, h, w, h], dtype=torch.float32)
             out = self.seg.decode_prompts([f[t:t + 1] for f in feats], boxes_t, torch.cat(bps))
             logits = upsample_masks(out.mask_logits[0, :, 0], meta.pad_shape, meta.img_shape, meta.ori_shape)
-            binary = (logits.sigmoid() > 0.5).numpy()
+            binary = (logits.sigmoid() > 0.5).cpu().numpy()
             per_obj: dict[int, np.ndarray] = {}
             for i, oid in enumerate(owners):
                 per_obj[oid] = binary[i] | per_obj.get(oid, np.zeros_like(binary[i]))
@@ -203,9 +203,10 @@ class VideoSegmentation:
         slots = [q for q, _ in self.assignment]
         binary = masks[torch.as_tensor(slots)].sigmoid() > 0.5
         id_map = np.zeros(masks.shape[1:], dtype=np.int32)
-        for (q, oid), m in zip(self.assignment, binary.numpy()):
+        for (q, oid), m in zip(self.assignment, binary.cpu().numpy()):
             id_map[m] = oid  # later (higher objectness) proposals overwrite earlier ones
-        probs = cls.float().softmax(-1)[:, :-1]
+        probs = cls.float().softmax(-1)[:, :-1].cpu()
+        iou = iou.cpu()
         out = []
         for q, oid in sorted(self.assignment, key=lambda a: a[1]):
             mask = id_map == oid
@@ -233,7 +234,7 @@ class VideoSegmentation:
         if not proposals:
             return
         prop_masks = masks[torch.as_tensor(proposals)].sigmoid() > 0.5
-        gt = torch.from_numpy(np.stack([m for _, m in objects]))
+        gt = torch.from_numpy(np.stack([m for _, m in objects])).to(prop_masks.device)
         matched = match_first_frame(prop_masks, gt, ids)
         new = [(proposals[i], oid) for i, oid in matched.items()]
         # painting order: ascending objectness, so better proposals win overlaps
