@@ -43,7 +43,9 @@ def worker(args) -> dict:
     from segcli.pipeline.reader import Frame
     from segcli.pipeline.video import VideoOptions, segment_video
     from segcli.results import VideoInfo
+    from segcli.runtime import keep_freed_memory
 
+    keep_freed_memory()  # as the CLI does: freed memory stays in the heap, so flat must hold with it
     if args.threads:
         torch.set_num_threads(args.threads)
     variant = VARIANTS["fp32-eager" if args.precision == "fp32" else "bf16-sync"]

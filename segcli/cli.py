@@ -622,9 +622,10 @@ def info() -> None:
 def main(argv: list[str] | None = None) -> None:
     global _ARGV
     _ARGV = list(sys.argv[1:] if argv is None else argv)
-    # huge pages for torch's CPU allocations (set before torch is imported): 18x fewer page faults,
-    # about 8-10% faster backbone at 1280x736 (benchmarks/bench.py)
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    # freed tensors stay in the heap: no page faults for the next buffer of that size (segcli/runtime.py)
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         app(args=_ARGV, prog_name="segcli", standalone_mode=False)
     except SegcliError as exc:

@@ -1,9 +1,10 @@
 """Fast paths (issue #6) against the fp32 reference on the golden bundle, and the helpers that
-make them: bf16 autocast with bf16 weights, channels_last, folded layer scales, chunked MSDA
-gathers, prefetching reader and background writers."""
+make them: bf16 autocast with bf16 weights, channels_last, folded layer scales, the per-head
+CPU MSDA, the allocator setting, prefetching reader and background writers."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -53,6 +54,9 @@ def test_bf16_within_bound_of_fp32(bundle, reference):
     # class logits are ~100 x cosine: a bf16 cosine would be off by ~0.4; the fp32 classifier keeps it small
     assert (out.cls_logits - ref.cls_logits).abs().max() < 1.0
     assert torch.equal(out.cls_logits.argmax(-1), ref.cls_logits.argmax(-1))
+    # logits leave in float32, except the stride-4 masks: computed in bf16, kept in bf16 (half the bytes)
+    assert out.cls_logits.dtype == out.iou_logits.dtype == out.query_feat.dtype == torch.float32
+    assert out.mask_logits.dtype == torch.bfloat16
     # weights are stored in bf16, the numerically sensitive parts stay fp32
     head = seg.model.panoptic_head
     assert head.transformer_decoder.layers[0].cross_attn.attn.in_proj_weight.dtype == torch.bfloat16
@@ -81,16 +85,22 @@ def test_folded_layer_scale_same_numbers(bundle):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
-def test_msda_chunked_gathers_match_one_chunk(monkeypatch):
+def test_msda_per_head_cpu_path_matches_batched_path():
+    """The CPU path (one cache-resident table per batch and head, levels in one bag) and the
+    batched GPU path compute the same samples."""
     g = torch.Generator().manual_seed(1)
     shapes = [(5, 7), (3, 4)]
     b, m, d, nq, p = 2, 3, 4, 9, 2
     value = torch.randn(b, sum(h * w for h, w in shapes), m, d, generator=g)
     loc = torch.rand(b, nq, m, len(shapes), p, 2, generator=g) * 1.6 - 0.3
     wts = torch.rand(b, nq, m, len(shapes), p, generator=g)
-    whole = msda.ms_deform_attn(value, shapes, loc, wts)
-    monkeypatch.setattr(msda, "GATHER_CHUNK_BYTES", 1)  # one head per embedding_bag call
-    torch.testing.assert_close(msda.ms_deform_attn(value, shapes, loc, wts), whole, atol=1e-6, rtol=1e-6)
+    per_head = msda._ms_deform_attn_per_head(value, shapes, loc, wts)
+    torch.testing.assert_close(per_head, msda._ms_deform_attn_batched(value, shapes, loc, wts), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(msda.ms_deform_attn(value, shapes, loc, wts), per_head, atol=0, rtol=0)
+    # bf16 values (autocast) are blended in float32 on both paths
+    low = value.bfloat16()
+    torch.testing.assert_close(msda._ms_deform_attn_per_head(low, shapes, loc, wts),
+                               msda._ms_deform_attn_batched(low, shapes, loc, wts), atol=1e-6, rtol=1e-6)
 
 
 def test_softmax_fp32_matches_torch():
@@ -169,3 +179,15 @@ def test_background_writers_raise_the_writer_error():
         out.close()
     assert w.aborted and not w.closed
     assert np.all(np.diff(w.items) == 1)
+
+
+def test_keep_freed_memory_applies_on_glibc():
+    import platform
+
+    from segcli.runtime import keep_freed_memory
+
+    applied = keep_freed_memory()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied
+    big = torch.ones(64, 2**20)  # still allocates and frees normally afterwards
+    assert float(big.sum()) == 64 * 2**20

@@ -125,7 +125,7 @@ class VideoSegmentation:
         model = self.seg.model
         for t in range(masks.shape[1]):
             for s in range(0, masks.shape[0], 32):
-                padres = F.interpolate(masks[s:s + 32, t][None], size=meta.pad_shape, mode="bilinear",
+                padres = F.interpolate(masks[s:s + 32, t][None].float(), size=meta.pad_shape, mode="bilinear",
                                        align_corners=False)[0]
                 sums, count = model.clip_pool_sums(feat_s32[t:t + 1].float().to(padres.device), padres[:, None])
                 if self.ov_sum is None:
