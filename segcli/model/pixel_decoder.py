@@ -124,7 +124,8 @@ class PixelDecoder(nn.Module):
             # (sampling locations and the bilinear blend stay float32 inside the attention)
             low = torch.get_autocast_dtype(x.device.type)
             x, pos = x.to(low), pos.to(low)
-        x = self.encoder(x, pos, ref, spatial_shapes).float()
+        # (and leaves it in that dtype: the maps below only feed convolutions and projections)
+        x = self.encoder(x, pos, ref, spatial_shapes)
 
         # back to maps, low to high resolution
         outs = []
@@ -135,7 +136,11 @@ class PixelDecoder(nn.Module):
         y = outs[-1]
         for i, lateral in enumerate(self.lateral_convs):
             fine = lateral(feats[len(self.lateral_convs) - 1 - i])
-            # in the lateral's dtype (bf16/fp16 under autocast): the sum only feeds a convolution
-            y = fine + F.interpolate(y.to(fine.dtype), size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            # in the lateral's dtype (bf16/fp16 under autocast): the sum only feeds a convolution;
+            # and in its memory format: a channels_last resize and add are ~5x faster than mixed ones
+            nhwc = fine.is_contiguous(memory_format=torch.channels_last)
+            fmt = torch.channels_last if nhwc else torch.contiguous_format
+            y = y.to(fine.dtype).contiguous(memory_format=fmt)
+            y = fine + F.interpolate(y, size=fine.shape[-2:], mode="bilinear", align_corners=False)
             y = self.output_convs[i](y)
         return self.mask_feature(y), outs[: self.num_levels]
