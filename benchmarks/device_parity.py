@@ -84,7 +84,8 @@ def main() -> int:
     size = tuple(int(v) for v in args.size.split("x"))
     frames = list(synthetic_frames(args.frames, *source_frame_size(size)))
     ok = True
-    print(f"{args.device} vs {args.reference}, fp32, ConvNeXt-L random weights, {args.frames} frames, --size {args.size}")
+    print(f"{args.device} vs {args.reference}, fp32, ConvNeXt-L random weights, {args.frames} frames, "
+          f"--size {args.size}")
     print(f"{'task':<5} {'objects':>7} {'unmatched':>9} {'IoU mean':>9} {'IoU min':>8} {'dscore':>8} {'labels':>6}")
     for task in args.tasks.split(","):
         ref = results(args.reference, task, frames, size)

@@ -47,8 +47,10 @@ REFERENCE = "fp32-eager"
 
 @dataclass(frozen=True)
 class Variant:
-    """One way to run the pipeline. `fp32-eager` (NCHW, no compile, no overlap) is the reference;
-    `overlap` decodes ahead and writes behind on worker threads (segcli.pipeline.prefetch)."""
+    """One way to run the pipeline. `fp32-eager` is the plain reference: fp32, NCHW, no compile,
+    no overlap and none of the exact shortcuts (it classifies all 10 predictions and upsamples
+    every query to the frame, as the official code does). `overlap` decodes ahead and writes
+    behind on worker threads (segcli.pipeline.prefetch); `shortcuts` are Segmenter's."""
 
     name: str
     precision: str
@@ -56,10 +58,12 @@ class Variant:
     compile: bool = False
     overlap: bool = False
     gpu_only: bool = False
+    shortcuts: bool = True
 
 
 VARIANTS = {v.name: v for v in (
-    Variant("fp32-eager", "fp32", False),
+    Variant("fp32-eager", "fp32", False, shortcuts=False),
+    Variant("fp32-sync", "fp32", False),
     Variant("fp32", "fp32", True, overlap=True),
     Variant("bf16-nchw", "bf16", False, overlap=True),
     Variant("bf16-sync", "bf16", True),
@@ -68,7 +72,7 @@ VARIANTS = {v.name: v for v in (
     Variant("fp16", "fp16", True, overlap=True, gpu_only=True),
     Variant("fp16-compile", "fp16", True, compile=True, overlap=True, gpu_only=True),
 )}
-DEFAULT_VARIANTS = {"cpu": ("fp32-eager", "bf16"), "cuda": ("fp32-eager", "fp16", "bf16")}
+DEFAULT_VARIANTS = {"cpu": ("fp32-eager", "fp32", "bf16"), "cuda": ("fp32-eager", "fp32", "fp16", "bf16")}
 
 
 @dataclass
@@ -195,11 +199,12 @@ def build_segmenter(weights: str, device, variant: Variant):
         golden = Path(weights) / "outputs.npz"
         if vocab is None or not golden.is_file():
             return Segmenter.load(weights, device=str(device), precision=variant.precision,
-                                  channels_last=variant.channels_last, compile=variant.compile)
+                                  channels_last=variant.channels_last, compile=variant.compile,
+                                  shortcuts=variant.shortcuts)
         with np.load(golden) as data:  # the bundle's own class embeddings: no text tower, no cache
             model.set_class_embeddings(torch.from_numpy(data["cls_embed_file"]))
     return Segmenter(model, vocab, device, variant.precision, channels_last=variant.channels_last,
-                     compile=variant.compile)
+                     compile=variant.compile, shortcuts=variant.shortcuts)
 
 
 # ---- one run (in a subprocess) --------------------------------------------------------------------

@@ -127,3 +127,28 @@ def test_vos_correction_rematches_from_that_frame(bundle, segmenter):
 def test_vps_score_threshold_drops_segments(bundle, segmenter):
     results = list(segment_video(segmenter, frames(bundle)[:3], VideoOptions(task="vps", score_threshold=1.0)))
     assert len(results) == 3 and not any(r.segments for r in results)
+
+
+@pytest.mark.parametrize("task", ["vis", "vps", "vos"])
+def test_exact_shortcuts_change_no_result(bundle, segmenter, monkeypatch, task):
+    """Classifying only the last prediction and upsampling only kept queries are exact: the
+    official work (every prediction classified, every query upsampled) gives the same frames."""
+    objects = [ObjectPrompt(1, 0, points=[(40.0, 30.0)])] if task == "vos" else []
+    opts = VideoOptions(task=task, mode="exact", score_threshold=0.0, max_objects=1000, objects=objects)
+    head = segmenter.model.panoptic_head
+    calls = []
+    classify = head.forward_logit
+    monkeypatch.setattr(head, "forward_logit", lambda emb: calls.append(1) or classify(emb))
+    fast = list(segment_video(segmenter, frames(bundle), opts))
+    fast_calls = len(calls)
+    monkeypatch.setattr(segmenter, "shortcuts", False)
+    monkeypatch.setattr(head, "classify_every_layer", True)
+    calls.clear()
+    plain = list(segment_video(segmenter, frames(bundle), opts))
+    layers = len(head.transformer_decoder.layers) + 1
+    assert len(calls) == layers * fast_calls  # the plain run did classify every prediction
+    assert [r.index for r in fast] == [r.index for r in plain]
+    assert sum(len(r.segments) for r in fast) > 0
+    for a, b in zip(fast, plain):
+        assert [(s.id, s.category, s.score) for s in a.segments] == [(s.id, s.category, s.score) for s in b.segments]
+        assert all(np.array_equal(s.mask, t.mask) for s, t in zip(a.segments, b.segments))

@@ -94,12 +94,16 @@ class Segmenter:
 
     def __init__(self, model: OMGSeg, vocabulary: Vocabulary, device: torch.device,
                  precision: str = "fp32", seen: list[bool] | None = None, channels_last: bool | None = None,
-                 compile: bool = False):
+                 compile: bool = False, shortcuts: bool = True):
         """precision: fp32 (the reference), or bf16/fp16 autocast with the matmul weights stored
         in that dtype (norms, softmax, positions, sampling and the cosine classifier stay fp32).
         channels_last (default: on for CPU and CUDA): NHWC backbone, same numbers up to rounding,
         faster depthwise convolutions and no permute copies. compile: torch.compile the backbone
-        (the first clip of every new input size pays the compilation)."""
+        (the first clip of every new input size pays the compilation). shortcuts (default on;
+        exact, they change no result): classify only the last of the head's 10 predictions, and
+        upsample to the frame only the queries post-processing keeps; off does the official work
+        (every prediction classified, all queries upsampled per frame), the benchmark's plain
+        reference."""
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision '{precision}' (choose {', '.join(PRECISIONS)})")
         if precision == "fp16" and device.type == "cpu":
@@ -113,6 +117,8 @@ class Segmenter:
         if precision != "fp32":
             self.model.cast_matmul_weights(self.dtype)
         self.channels_last = device.type in ("cpu", "cuda") if channels_last is None else channels_last
+        self.shortcuts = shortcuts
+        self.model.panoptic_head.classify_every_layer = not shortcuts
         self.compiled = False
         if compile:
             self.compile()
@@ -131,7 +137,8 @@ class Segmenter:
     @classmethod
     def load(cls, weights: str, device: str = "auto", precision: str = "fp32",
              vocabulary: Vocabulary | None = None, embeddings: torch.Tensor | None = None,
-             on_embeddings=None, channels_last: bool | None = None, compile: bool = False) -> Segmenter:
+             on_embeddings=None, channels_last: bool | None = None, compile: bool = False,
+             shortcuts: bool = True) -> Segmenter:
         """Build the model for `weights` and set the class embeddings of `vocabulary` (default:
         the model's own vocabulary for bundle directories). `on_embeddings(hit: bool)` is told
         whether the embeddings came from the cache."""
@@ -153,7 +160,8 @@ class Segmenter:
         if embeddings.shape[0] != len(vocab):
             raise UsageError(f"embeddings hold {embeddings.shape[0]} classes, the vocabulary {len(vocab)}")
         model.set_class_embeddings(embeddings)
-        return cls(model, vocab, resolve_device(device), precision, channels_last=channels_last, compile=compile)
+        return cls(model, vocab, resolve_device(device), precision, channels_last=channels_last, compile=compile,
+                   shortcuts=shortcuts)
 
     # ---- model calls ---------------------------------------------------------------------
     def autocast(self):

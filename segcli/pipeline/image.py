@@ -55,6 +55,8 @@ def segment_image(seg: Segmenter, frame, opts: ImageOptions) -> FrameResult:
         sums, count = seg.model.clip_pool_sums(feats[-1].float().to(padres.device), padres[:, None])
         cls = seg.model.open_vocab_logits(cls, sums, count, torch.as_tensor(seg.seen), 0.4, 0.8)
     masks = LazyMasks(masks_s4, meta.pad_shape, meta.img_shape, meta.ori_shape)
+    if not seg.shortcuts:  # the official work: every query upsampled to the frame
+        masks = masks[:]
     vocab = seg.vocabulary
     if opts.task == "instance":
         tracks = InstanceTracks.select(cls, vocab.num_things, seg.cfg.test.max_per_image, opts.max_objects,

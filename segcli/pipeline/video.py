@@ -175,6 +175,8 @@ class VideoSegmentation:
         for t, frame in enumerate(held.frames):
             meta = held.metas[t]
             masks = LazyMasks(held.masks[:, t], meta.pad_shape, meta.img_shape, meta.ori_shape)
+            if not self.seg.shortcuts:  # the official work: every query upsampled to the frame
+                masks = masks[:]
             task = self.opts.task
             if task == "vis":
                 segments = instance_segments(self._instance_tracks(cls), masks, vocab)
