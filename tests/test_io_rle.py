@@ -80,13 +80,15 @@ def test_encode_matches_the_documented_example():
 def test_round_trip_through_pycocotools(shape):
     rng = np.random.default_rng(sum(shape))
     masks = [rng.random(shape) > 0.5, np.zeros(shape, bool), np.ones(shape, bool),
-             (rng.random(shape[::-1]) > 0.7).T]  # a non-contiguous (transposed) view
+             (rng.random(shape[::-1]) > 0.7).T,  # column-major, as the GPU path hands masks over
+             (rng.random((shape[0], 2 * shape[1])) > 0.5)[:, ::2],  # strided
+             (rng.random(shape) > 0.5).astype(np.uint8)]  # 0/1 bytes
     for m in masks:
         enc = rle.encode_mask(m)
         assert enc["size"] == list(shape)
         back = mask_util.decode({"size": enc["size"], "counts": enc["counts"].encode()})
         assert back.dtype == np.uint8 and np.array_equal(back.astype(bool), m)
-        assert np.array_equal(rle.decode_rle(enc), m)
+        assert np.array_equal(rle.decode_rle(enc), m.astype(bool))
         assert rle.rle_area(enc) == int(m.sum())
 
 

@@ -24,7 +24,10 @@ def encode_mask(mask: np.ndarray) -> dict:
     """Encode one boolean HxW mask as a JSON-ready COCO RLE ``{"size": [h, w], "counts": str}``."""
     if mask.ndim != 2:
         raise ValueError(f"expected a 2-D mask, got shape {mask.shape}")
-    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
+    # pycocotools wants column-major uint8: a bool mask that is already column-major (as the GPU
+    # path hands them over) is encoded without the 1 MB transposing copy per 720p mask
+    as_bytes = mask.view(np.uint8) if mask.dtype == np.bool_ else mask.astype(np.uint8)
+    rle = mask_util.encode(np.asfortranarray(as_bytes))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 

@@ -44,7 +44,11 @@ class InstanceTracks:
 
 def instance_segments(tracks: InstanceTracks, masks: LazyMasks, vocab: Vocabulary) -> list[Segment]:
     bin_masks, scores, _ = instance_frame(masks, tracks.class_scores, tracks.query_idx)
-    bin_masks, scores = bin_masks.cpu(), scores.cpu()  # one transfer when the masks are on a GPU
+    if bin_masks.is_cuda:
+        # one transfer, column-major (the transpose is free on the GPU): the RLE writers then
+        # encode each mask without a transposing copy on the host
+        bin_masks = bin_masks.transpose(1, 2).contiguous().cpu().transpose(1, 2)
+    scores = scores.cpu()
     out = []
     for i, q in enumerate(tracks.query_idx.tolist()):
         mask = bin_masks[i].numpy()
