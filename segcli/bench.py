@@ -262,8 +262,8 @@ def _instrument(seg, clock: StageClock, captured: list) -> None:
     pd.register_forward_hook(pd_done)
     decode_clip = clock.timed("decoder", seg.decode_clip)
 
-    def decode_and_keep(feats, num_frames):
-        out = decode_clip(feats, num_frames)
+    def decode_and_keep(feats, num_frames, **kwargs):
+        out = decode_clip(feats, num_frames, **kwargs)
         captured.append((out.cls_logits[0].cpu().numpy().copy(), out.iou_logits[0].cpu().numpy().copy(),
                          np.packbits((out.mask_logits[0] > 0).cpu().numpy().reshape(out.mask_logits.shape[1], -1), -1),
                          out.mask_logits.shape[1:]))

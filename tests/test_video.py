@@ -152,3 +152,37 @@ def test_exact_shortcuts_change_no_result(bundle, segmenter, monkeypatch, task):
     for a, b in zip(fast, plain):
         assert [(s.id, s.category, s.score) for s in a.segments] == [(s.id, s.category, s.score) for s in b.segments]
         assert all(np.array_equal(s.mask, t.mask) for s, t in zip(a.segments, b.segments))
+
+
+def test_vos_prompts_reuse_the_clips_pixel_decoder(bundle, segmenter, monkeypatch):
+    """Point and box prompts on a frame are decoded with that frame's slice of the clip's
+    pixel-decoder outputs: every frame goes through the pixel decoder once, and the masks are
+    those of recomputing it for the prompted frame alone."""
+    n = len(bundle.inputs["vid_frames_raw_rgb"])
+    h, w = bundle.inputs["vid_frames_raw_rgb"].shape[1:3]
+    objects = [ObjectPrompt(1, 0, points=[(w * 0.4, h * 0.5)]),
+               ObjectPrompt(2, n - 1, boxes=[(w * 0.1, h * 0.1, w * 0.6, h * 0.7)])]
+    opts = VideoOptions(task="vos", mode="exact", objects=objects)
+    pd = segmenter.model.panoptic_head.pixel_decoder
+    batches = []
+    forward = pd.forward
+    monkeypatch.setattr(pd, "forward", lambda feats: batches.append(feats[0].shape[0]) or forward(feats))
+    reused = list(segment_video(segmenter, frames(bundle), opts))
+    assert sum(batches) == n  # no extra pixel-decoder pass for the two prompted frames
+
+    decode_clip = segmenter.decode_clip
+    monkeypatch.setattr(segmenter, "decode_clip",
+                        lambda feats, t, keep_pixel=False: _without_pixel(decode_clip(feats, t)))
+    batches.clear()
+    recomputed = list(segment_video(segmenter, frames(bundle), opts))
+    assert sum(batches) == n + 2  # the prompted frames were decoded again, alone
+    assert sum(len(r.segments) for r in reused) > 0
+    for a, b in zip(reused, recomputed):
+        assert [s.id for s in a.segments] == [s.id for s in b.segments]
+        for s, t in zip(a.segments, b.segments):
+            assert (s.mask != t.mask).mean() <= 1e-4
+
+
+def _without_pixel(out):
+    out.pixel = None
+    return out

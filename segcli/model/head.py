@@ -66,6 +66,9 @@ class HeadOutput:
     all_cls: list[torch.Tensor] = field(default_factory=list)  # (B, Q, K+2), last column = iou
     all_masks: list[torch.Tensor] = field(default_factory=list)  # (B, Q, T, H4, W4)
     layer_queries: list[torch.Tensor] = field(default_factory=list)  # (B, Q, E) per layer
+    # filled only with keep_pixel=True: the pixel decoder's outputs (mask features (B*T, E, H4, W4),
+    # [m32, m16, m8]), per frame, so that prompts on a frame of this clip can skip recomputing them
+    pixel: tuple | None = None
 
 
 class OMGHead(nn.Module):
@@ -155,10 +158,13 @@ class OMGHead(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def forward(self, feats: list[torch.Tensor], num_frames: int = 1, prompts: Prompts | None = None,
-                all_layers: bool = False) -> HeadOutput:
-        """feats: the 4 backbone maps of B clips x T frames, (B*T, C_i, H_i, W_i), frame-major per clip."""
+                all_layers: bool = False, pixel: tuple | None = None, keep_pixel: bool = False) -> HeadOutput:
+        """feats: the 4 backbone maps of B clips x T frames, (B*T, C_i, H_i, W_i), frame-major per clip.
+        pixel: these frames' pixel-decoder outputs from an earlier call (HeadOutput.pixel; the pixel
+        decoder works frame by frame, so a frame's slice of a clip's outputs is that frame's)."""
         t = num_frames
-        mask_features, memories = self.pixel_decoder(feats)
+        mask_features, memories = pixel if pixel is not None else self.pixel_decoder(feats)
+        kept = (mask_features, memories) if keep_pixel else None
         bt, e, h4, w4 = mask_features.shape
         b = bt // t
         # frames stacked along the height axis: (B, E, T*H4, W4)
@@ -211,4 +217,5 @@ class OMGHead(nn.Module):
         out.iou_logits = cls[..., -1:]
         out.mask_logits = masks.view(b, -1, t, h4, w4)
         out.query_feat = query
+        out.pixel = kept
         return out

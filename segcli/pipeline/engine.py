@@ -179,17 +179,20 @@ class Segmenter:
         return feats
 
     @torch.no_grad()
-    def decode_clip(self, feats: list[torch.Tensor], num_frames: int) -> HeadOutput:
+    def decode_clip(self, feats: list[torch.Tensor], num_frames: int, keep_pixel: bool = False) -> HeadOutput:
+        """keep_pixel: also return the pixel-decoder outputs (HeadOutput.pixel) for decode_prompts."""
         with self.autocast():
-            out = self.model.forward_clip(feats, num_frames)
+            out = self.model.forward_clip(feats, num_frames, keep_pixel=keep_pixel)
         return _to_float(out)
 
     @torch.no_grad()
-    def decode_prompts(self, feats: list[torch.Tensor], boxes: torch.Tensor, bp: torch.Tensor) -> HeadOutput:
-        """feats of ONE frame; boxes (N, 4) x1,y1,x2,y2 normalised by img_shape; bp (N,)."""
+    def decode_prompts(self, feats: list[torch.Tensor], boxes: torch.Tensor, bp: torch.Tensor,
+                       pixel: tuple | None = None) -> HeadOutput:
+        """feats of ONE frame; boxes (N, 4) x1,y1,x2,y2 normalised by img_shape; bp (N,);
+        pixel: that frame's pixel-decoder outputs if a decode_clip already computed them."""
         prompts = Prompts(boxes[None].to(self.device).float(), bp[None].to(self.device))
         with self.autocast():
-            out = self.model.forward_prompts(feats, prompts)
+            out = self.model.forward_prompts(feats, prompts, pixel=pixel)
         return _to_float(out)
 
 
@@ -200,4 +203,5 @@ def _to_float(out: HeadOutput) -> HeadOutput:
     logits keep the dtype they were computed in: widening bf16 numbers adds no information, only
     bytes (a 210 MB copy per 3-frame clip at 1280x736, and twice the memory of held clips);
     post-processing widens each chunk of queries it upsamples."""
-    return HeadOutput(out.cls_logits.float(), out.iou_logits.float(), out.mask_logits, out.query_feat.float())
+    return HeadOutput(out.cls_logits.float(), out.iou_logits.float(), out.mask_logits, out.query_feat.float(),
+                      pixel=out.pixel)

@@ -108,13 +108,16 @@ class VideoSegmentation:
         pre = self.cfg.preprocess
         batch, metas = preprocess_frames([f.rgb for f in frames], self.scale, pre.pad_divisor, pre.mean, pre.std)
         feats = self.seg.features(batch)
-        out = self.seg.decode_clip(feats, len(frames))
+        # prompts on a frame of this clip reuse the clip's pixel-decoder outputs for that frame
+        prompted = self.opts.task == "vos" and any(
+            o.mask is None and o.frame in {f.index for f in frames} for o in self.opts.objects)
+        out = self.seg.decode_clip(feats, len(frames), keep_pixel=prompted)
         assoc = self.associator.add(out.cls_logits[0], out.iou_logits[0], out.query_feat[0], out.mask_logits[0])
         masks = assoc.per_query  # (Q, T, h4, w4)
         if self.opts.open_vocab:
             self._pool_clip_features(feats[-1], masks, metas[0])
-        if self.opts.task == "vos":
-            self._decode_prompts(frames, feats, metas)
+        if prompted:
+            self._decode_prompts(frames, feats, metas, out.pixel)
         if not self.opts.keep_images:
             for f in frames:
                 f.rgb = None
@@ -134,7 +137,7 @@ class VideoSegmentation:
                 self.ov_sum[s:s + 32] += sums
                 self.ov_count[s:s + 32] += count
 
-    def _decode_prompts(self, frames, feats, metas) -> None:
+    def _decode_prompts(self, frames, feats, metas, pixel) -> None:
         """Points and boxes on a frame of this clip -> one mask per object (union of its prompts)."""
         from .prompts import prompt_boxes
 
@@ -151,7 +154,8 @@ class VideoSegmentation:
                 owners += [o.obj_id] * len(b)
             h, w = meta.img_shape
             boxes_t = torch.cat(boxes, 0).float() / torch.tensor([w, h, w, h], dtype=torch.float32)
-            out = self.seg.decode_prompts([f[t:t + 1] for f in feats], boxes_t, torch.cat(bps))
+            frame_pixel = None if pixel is None else (pixel[0][t:t + 1], [m[t:t + 1] for m in pixel[1]])
+            out = self.seg.decode_prompts([f[t:t + 1] for f in feats], boxes_t, torch.cat(bps), pixel=frame_pixel)
             logits = upsample_masks(out.mask_logits[0, :, 0], meta.pad_shape, meta.img_shape, meta.ori_shape)
             binary = (logits.sigmoid() > 0.5).cpu().numpy()
             per_obj: dict[int, np.ndarray] = {}
