@@ -36,16 +36,20 @@ def results(device: str, task: str, frames: list, size: tuple[int, int]) -> dict
     if task == "vps":
         model.cfg.test.object_mask_thr = 0.0
         model.cfg.test.iou_thr = 0.0
-    seg = Segmenter(model, vocab, resolve_device(device), "fp32")
+    # vis-ov: vis with the CLIP mask-pooling ensemble, every other class "seen"
+    seen = [i % 2 == 0 for i in range(len(vocab))]
+    seg = Segmenter(model, vocab, resolve_device(device), "fp32", seen=seen)
     h, w = frames[0].shape[:2]
 
     class Info:
         width, height = w, h
 
+    opts = _video_options(task.split("-")[0], size, Info)
+    opts.open_vocab = task.endswith("-ov")
     out = {}
     with torch.no_grad():
         stream = (Frame(i, i / 24, rgb.copy(), f"{i:05d}") for i, rgb in enumerate(frames))
-        for fr in segment_video(seg, stream, _video_options(task, size, Info)):
+        for fr in segment_video(seg, stream, opts):
             for s in fr.segments:
                 out[(fr.index, s.id)] = (s.category, s.score, s.mask)
     return out
@@ -72,7 +76,7 @@ def main() -> int:
     p.add_argument("--reference", default="cpu")
     p.add_argument("--size", default="640x384", help="resize limits WxH")
     p.add_argument("--frames", type=int, default=6)
-    p.add_argument("--tasks", default="vis,vps,vos")
+    p.add_argument("--tasks", default="vis,vps,vos,vis-ov", help="vis-ov: vis with --open-vocab")
     args = p.parse_args()
 
     import torch
