@@ -85,6 +85,19 @@ def test_folded_layer_scale_same_numbers(bundle):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
+def test_msda_chunked_gathers_match_one_chunk(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    shapes = [(5, 7), (3, 4)]
+    b, m, d, nq, p = 2, 3, 4, 9, 2
+    value = torch.randn(b, sum(h * w for h, w in shapes), m, d, generator=g)
+    loc = torch.rand(b, nq, m, len(shapes), p, 2, generator=g) * 1.6 - 0.3
+    wts = torch.rand(b, nq, m, len(shapes), p, generator=g)
+    whole = msda.ms_deform_attn(value, shapes, loc, wts)
+    for chunk_bytes in (1, nq * p * 4 * 8 * 4):  # one (batch, head) row per chunk; 4 rows (uneven)
+        monkeypatch.setattr(msda, "GATHER_CHUNK_BYTES", chunk_bytes)
+        torch.testing.assert_close(msda.ms_deform_attn(value, shapes, loc, wts), whole, atol=0, rtol=0)
+
+
 def test_msda_bf16_values_are_blended_in_float32():
     """Under autocast the value projection is bf16; the gathers and the blend are float32, so
     the result is the float32 blend of the (rounded) bf16 values."""
