@@ -142,7 +142,7 @@ def test_exact_shortcuts_change_no_result(bundle, segmenter, monkeypatch, task):
     fast = list(segment_video(segmenter, frames(bundle), opts))
     fast_calls = len(calls)
     monkeypatch.setattr(segmenter, "shortcuts", False)
-    monkeypatch.setattr(head, "classify_every_layer", True)
+    assert head.classify_every_layer
     calls.clear()
     plain = list(segment_video(segmenter, frames(bundle), opts))
     layers = len(head.transformer_decoder.layers) + 1

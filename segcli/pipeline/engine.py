@@ -118,10 +118,18 @@ class Segmenter:
             self.model.cast_matmul_weights(self.dtype)
         self.channels_last = device.type in ("cpu", "cuda") if channels_last is None else channels_last
         self.shortcuts = shortcuts
-        self.model.panoptic_head.classify_every_layer = not shortcuts
         self.compiled = False
         if compile:
             self.compile()
+
+    @property
+    def shortcuts(self) -> bool:
+        """The exact shortcuts (see __init__); the head's flag is the one place this is kept."""
+        return not self.model.panoptic_head.classify_every_layer
+
+    @shortcuts.setter
+    def shortcuts(self, on: bool) -> None:
+        self.model.panoptic_head.classify_every_layer = not on
 
     @property
     def dtype(self) -> torch.dtype:
