@@ -570,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=3, help="frames of the synthetic video (3 = one clip)")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: vis, vps, vos")
     p.add_argument("--variants", default=None, help="comma-separated, from: " + ", ".join(VARIANTS)
-                   + " (default: fp32-eager,bf16 on CPU; fp32-eager,fp16,bf16 on CUDA)")
+                   + " (fp32-eager, the plain reference, always runs; default: fp32,bf16 on CPU; "
+                   "fp32,fp16,bf16 on CUDA)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--warmup", action="store_true", help="run one untimed clip first in every run")

@@ -18,10 +18,10 @@ def bench(
     = "1280x736",
     frames: Annotated[int, typer.Option(help="frames of the synthetic test video (3 = one clip)")] = 3,
     tasks: Annotated[str, typer.Option(help="comma-separated: vis, vps, vos")] = "vis,vps,vos",
-    variants: Annotated[Optional[str], typer.Option(help="comma-separated: fp32-eager, fp32, bf16-nchw, "
-                                                    "bf16-sync, bf16, bf16-compile, fp16, fp16-compile "
-                                                    "(default: fp32-eager,bf16 on CPU; "
-                                                    "fp32-eager,fp16,bf16 on CUDA)")] = None,
+    variants: Annotated[Optional[str], typer.Option(help="comma-separated: fp32-eager (the plain reference, "
+                                                    "always run), fp32-sync, fp32, bf16-nchw, bf16-sync, bf16, "
+                                                    "bf16-compile, fp16, fp16-compile (default: fp32,bf16 on "
+                                                    "CPU; fp32,fp16,bf16 on CUDA)")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto")] = "cpu",
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's choice)")] = None,
     warmup: Annotated[bool, typer.Option("--warmup", help="one untimed clip first in every run")] = False,
