@@ -200,3 +200,23 @@ def test_keep_freed_memory_applies_on_glibc():
         assert applied
     big = torch.ones(64, 2**20)  # still allocates and frees normally afterwards
     assert float(big.sum()) == 64 * 2**20
+
+
+@pytest.mark.parametrize("task", ["vis", "vps"])
+def test_bf16_task_results_within_bound_on_the_golden_video(bundle, task):
+    """The default CPU precision against fp32 on the bundle's video, at the level users see:
+    every fp32 object (frame, id) is reported by bf16 too, with mask IoU >= 0.98 on average."""
+    from segcli.pipeline.reader import Frame
+    from segcli.pipeline.video import VideoOptions, segment_video
+
+    emb = torch.from_numpy(bundle.outputs["cls_embed_file"])
+    opts = VideoOptions(task=task, mode="exact", score_threshold=0.0 if task == "vis" else 0.3, max_objects=100)
+    objects = {}
+    for precision in ("fp32", "bf16"):
+        seg = Segmenter.load(str(bundle.path), device="cpu", precision=precision, embeddings=emb)
+        frames = [Frame(i, i / 25, rgb.copy(), f"{i:05d}") for i, rgb in enumerate(bundle.inputs["vid_frames_raw_rgb"])]
+        objects[precision] = {(r.index, s.id): s.mask for r in segment_video(seg, frames, opts) for s in r.segments}
+    ref, low = objects["fp32"], objects["bf16"]
+    assert ref and set(ref) == set(low)
+    ious = [np.logical_and(ref[k], low[k]).sum() / np.logical_or(ref[k], low[k]).sum() for k in ref]
+    assert np.mean(ious) >= IOU_BOUND, f"mean object IoU {np.mean(ious):.4f}"
