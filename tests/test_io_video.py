@@ -82,10 +82,16 @@ def test_overlay_decodes_with_input_frame_count_and_size(tmp_path, size):
 
 
 def test_overlay_is_deterministic_and_needs_images(tmp_path):
+    from segcli.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI runs: freed memory is reused, so stale bytes are everywhere
     info, frames = make_video(frames=3)
-    _write(OverlayWriter(tmp_path / "a.mp4", info), frames)
-    _write(OverlayWriter(tmp_path / "b.mp4", info), frames)
-    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        junk = [np.random.default_rng(ord(name[0])).bytes(1 << 20) for _ in range(16)]
+        del junk  # leave different stale bytes in the heap before each encoding
+        _write(OverlayWriter(tmp_path / name, info), frames)
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes() == (tmp_path / "c.mp4").read_bytes()
+    (tmp_path / "c.mp4").unlink()
 
     writer = OverlayWriter(tmp_path / "c.mp4", info)
     with pytest.raises(ValueError, match="no image"):

@@ -19,7 +19,11 @@ from segcli.results import FrameResult
 
 ALPHA = 0.45
 # one encoder thread: x264 output is then byte-identical run to run (and the model is far slower)
-_X264 = {"crf": "20", "preset": "fast", "threads": "1"}
+# Byte-identical MP4s run to run: one thread (threaded x264 output depends on timing) and no
+# macroblock-tree (its lookahead reads memory x264 never wrote, so the bitstream changed with
+# whatever the heap held before: measured 8 in 10 runs once freed memory is reused, as segcli
+# does, segcli/runtime.py; 0 in 20 with mbtree=0).
+_X264 = {"crf": "20", "preset": "fast", "threads": "1", "x264-params": "mbtree=0"}
 
 
 def render_overlay(frame: FrameResult) -> np.ndarray:
