@@ -109,8 +109,8 @@ class VideoSegmentation:
         batch, metas = preprocess_frames([f.rgb for f in frames], self.scale, pre.pad_divisor, pre.mean, pre.std)
         feats = self.seg.features(batch)
         # prompts on a frame of this clip reuse the clip's pixel-decoder outputs for that frame
-        prompted = self.opts.task == "vos" and any(
-            o.mask is None and o.frame in {f.index for f in frames} for o in self.opts.objects)
+        indices = {f.index for f in frames}
+        prompted = self.opts.task == "vos" and any(o.mask is None and o.frame in indices for o in self.opts.objects)
         out = self.seg.decode_clip(feats, len(frames), keep_pixel=prompted)
         assoc = self.associator.add(out.cls_logits[0], out.iou_logits[0], out.query_feat[0], out.mask_logits[0])
         masks = assoc.per_query  # (Q, T, h4, w4)
