@@ -51,3 +51,10 @@ class VocabularyError(SegcliError):
 
 class DownloadError(SegcliError):
     exit_code = 9
+
+
+class StreamError(SegcliError):
+    """A live or remote source could not be reached, or dropped mid-way (results up to that
+    point are complete and written)."""
+
+    exit_code = 10
