@@ -1,111 +1,181 @@
-"""`segcli` command line: thin Typer commands over the Python API (segcli.pipeline).
+"""`segcli` command line: parse, validate, call the Python API (segcli.api), report.
 
-Every command parses its options, calls the API and hands results to the writers. Results go
-to stdout or files; messages and progress go to stderr. A SegcliError becomes one line
-`segcli: error: ...` and its own exit code (SEGCLI_DEBUG=1 shows the traceback instead).
+Every command checks all of its options before loading weights, embedding text or touching the
+network. Results go to stdout or files; messages and progress go to stderr. A SegcliError
+becomes one line `segcli: error: ...` and its own exit code (SEGCLI_DEBUG=1 shows the traceback
+instead); parser errors exit 2, SIGINT 130, SIGTERM 143, a closed stdout pipe 141.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Iterable, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from .commands import bench as bench_cmd
 from .commands import vocab as vocab_cmd
 from .commands import weights as weights_cmd
-from .errors import InputNotFoundError, PromptError, SegcliError, UsageError
+from .errors import InputNotFoundError, OutputError, PromptError, SegcliError, UsageError
+
+EXAMPLES = ("Examples:\n\n"
+            '  segcli vis video.mp4 --vocab "dog,car"\n\n'
+            "  segcli vps street.mp4 --dataset coco -o out/\n\n"
+            "  segcli vos clip.mp4 --point 120,80 -o out/\n\n"
+            '  segcli image photo.jpg --vocab "cat,sofa"')
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"segcli {__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="segcli",
-    help="Video segmentation from the command line: OMG-Seg in pure PyTorch.\n\n"
-    "Examples:\n\n"
-    '  segcli vis video.mp4 --vocab "dog,car"\n\n'
-    "  segcli vps street.mp4 --dataset coco -o out/\n\n"
-    "  segcli vos clip.mp4 --point 120,80 -o out/\n\n"
-    '  segcli image photo.jpg --vocab "cat,sofa"',
-    no_args_is_help=True,
+    help="Video segmentation from the command line: OMG-Seg in pure PyTorch.\n\n" + EXAMPLES,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(vocab_cmd.app, name="vocab")
 app.command("bench")(bench_cmd.bench)
 
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context, version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")] = False) -> None:
+    if ctx.invoked_subcommand is None:
+        raise UsageError("missing command (segcli --help lists them)")
+
+
 DEFAULT_WEIGHTS = "omg-seg-convl"
 SIZE_PRESETS = {"official": (1280, 736), "hd": (1280, 736), "fast": (960, 544), "small": (640, 384),
                 "tiny": (320, 192)}
-DEFAULT_DIR_FORMAT = {"vis": "ytvis", "vps": "panoptic", "vss": "panoptic", "vos": "davis", "image": "jsonl"}
-_ARGV: list[str] = []  # raw arguments: `vos` reads the order of --object/--frame/--point/--box/--mask
+
+
+class PromptOrderCommand(typer.core.TyperCommand):
+    """Keeps the arguments as given, so `vos` can read the order of --object/--frame/--point/--box/--mask
+    (click groups each option's values, losing their interleaving)."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["segcli.args"] = list(args)
+        return super().parse_args(ctx, args)
 
 
 # ---- shared options -------------------------------------------------------------------------
-Weights = Annotated[str, typer.Option("--weights", "-w", help="registry name (segcli weights list), a checkpoint "
-                                      "file, or a model folder (config.json + weights.safetensors)")]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")]
-Precision = Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16 (default: bf16 on CPU, fp16 on GPU "
-                                                       "for the released model; fp32 for model folders)")]
-Size = Annotated[Optional[str], typer.Option(help="resize limits WxH (long x short side) or a preset: "
-                                                  + ", ".join(f"{k} ({v[0]}x{v[1]})" for k, v in SIZE_PRESETS.items()))]
-ClipSize = Annotated[Optional[int], typer.Option(help="frames decoded together (default: the model's)")]
-Score = Annotated[float, typer.Option("--score-threshold", help="drop objects whose class probability is lower")]
-MaxObjects = Annotated[int, typer.Option(help="at most this many objects (tracks) per video or image")]
-Start = Annotated[int, typer.Option(help="first frame to read (0-based)")]
-End = Annotated[Optional[int], typer.Option(help="stop before this frame")]
-Output = Annotated[Optional[str], typer.Option("--output", "-o", help="file, folder (ends with /) or - for stdout "
-                                               "(default: jsonl on stdout)")]
-Formats = Annotated[Optional[list[str]], typer.Option("--format", "-f", help="jsonl, ytvis, coco-rle, davis, "
-                                                      "panoptic, mask-video, overlay, summary (repeatable)")]
+Video = Annotated[str, typer.Argument(metavar="VIDEO", help="video file, image folder, URL (rtsp://, http://, "
+                                      "udp://, tcp://, .m3u8), /dev/videoN, or - for stdin")]
+Weights = Annotated[str, typer.Option("--weights", "-w", metavar="NAME|FILE|DIR",
+                                      help="registry name (segcli weights list), a checkpoint file, or a model "
+                                      "folder (config.json + weights.safetensors)")]
+Device = Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")]
+Precision = Annotated[Optional[str], typer.Option(metavar="P", help="fp32, bf16 or fp16 (default: bf16 on CPU, "
+                                                  "fp16 on GPU for the released model; fp32 for model folders)")]
+Size = Annotated[Optional[str], typer.Option(metavar="WxH", help="resize limits WxH (long x short side) or a "
+                                             "preset: " + ", ".join(f"{k} ({v[0]}x{v[1]})"
+                                                                     for k, v in SIZE_PRESETS.items()))]
+ClipSize = Annotated[Optional[int], typer.Option(metavar="N", help="frames decoded together (default: the model's)")]
+Score = Annotated[float, typer.Option("--score-threshold", metavar="S",
+                                      help="drop objects whose class probability (class_score in the output) is "
+                                      "lower; the reported score is class probability x mask quality, as "
+                                      "official")]
+MaxObjects = Annotated[int, typer.Option(metavar="N", help="at most this many objects (tracks) per video or image")]
+Start = Annotated[int, typer.Option(metavar="K", help="first source frame to read (0-based)")]
+End = Annotated[Optional[int], typer.Option(metavar="K", help="stop before this source frame")]
+Output = Annotated[Optional[str], typer.Option("--output", "-o", metavar="PATH",
+                                               help="file, folder (ends with /) or - for stdout (default: jsonl "
+                                               "on stdout)")]
+Formats = Annotated[Optional[list[str]], typer.Option("--format", "-f", metavar="FORMAT",
+                                                      help="jsonl, ytvis, coco-rle, davis, panoptic, mask-video, "
+                                                      "overlay, summary (repeatable)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress and no notices on stderr")]
-Mode = Annotated[str, typer.Option(help="exact (official video-level decisions), online (streaming, flat "
-                                   "memory) or auto (exact while it fits the memory budget)")]
-Reader = Annotated[str, typer.Option(help="pyav or decord")]
-Vocab = Annotated[Optional[str], typer.Option(help='classes, comma separated, synonyms with | : "dog|puppy,car"')]
-Stuff = Annotated[Optional[str], typer.Option(help="background (stuff) classes added after --vocab")]
-VocabFile = Annotated[Optional[Path], typer.Option(help="one class per line, synonyms with |")]
-Dataset = Annotated[Optional[str], typer.Option(help="built-in vocabulary (segcli vocab list): coco, ade, "
-                                                "vipseg, cityscapes, ytvis19, ytvis21, demo")]
+Mode = Annotated[str, typer.Option(metavar="MODE", help="exact (official video-level decisions), online "
+                                   "(streaming, flat memory) or auto (exact while it fits the memory budget; "
+                                   "online from the start for live sources)")]
+Reader = Annotated[str, typer.Option(metavar="NAME", help="pyav, decord or auto")]
+Vocab = Annotated[Optional[str], typer.Option(metavar="CLASSES",
+                                              help='classes, comma separated, synonyms with | : "dog|puppy,car"')]
+Stuff = Annotated[Optional[str], typer.Option(metavar="CLASSES", help="background (stuff) classes added after --vocab")]
+VocabFile = Annotated[Optional[Path], typer.Option(metavar="FILE", help="one class per line, synonyms with |")]
+Dataset = Annotated[Optional[str], typer.Option(metavar="NAME", help="built-in vocabulary (segcli vocab list): "
+                                                "coco, ade, vipseg, cityscapes, ytvis19, ytvis21, demo")]
+VocabEmbeddings = Annotated[Optional[Path], typer.Option(metavar="FILE", help="class embeddings written by "
+                                                         "segcli vocab embed (no text tower needed)")]
 OpenVocab = Annotated[bool, typer.Option("--open-vocab", help="re-score classes with CLIP mask pooling "
                                          "(FC-CLIP style ensemble; seen = in the training vocabulary)")]
-Budget = Annotated[float, typer.Option(help="exact mode keeps mask logits up to this many MB, then goes online")]
+Budget = Annotated[float, typer.Option(metavar="MB", help="exact mode keeps mask logits up to this many MB, "
+                                       "then goes online")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the backbone (pays a warm-up of tens of "
                                        "seconds per input size; measured no gain on 2-core CPUs)")]
-Threads = Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's choice)")]
+Threads = Annotated[Optional[int], typer.Option(metavar="N", help="torch CPU threads (default: torch's choice)")]
 
 
-# ---- helpers --------------------------------------------------------------------------------
+# ---- stderr: notices, progress, the closing line ------------------------------------------
 class Console:
-    """stderr messages and progress; silent with -q, progress only on a terminal."""
+    """Messages and progress on stderr: silent with -q; the bar whenever stderr is a terminal,
+    whatever stdout is (it never writes to stdout)."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.progress = not quiet and sys.stderr.isatty()
+        self.show_progress = not quiet and sys.stderr is not None and sys.stderr.isatty()
+        self._progress = None
 
     def notice(self, message: str) -> None:
-        if not self.quiet:
+        if self.quiet:
+            return
+        if self._progress is not None:
+            self._progress.console.print(f"segcli: {message}", markup=False, highlight=False)
+        else:
             print(f"segcli: {message}", file=sys.stderr, flush=True)
 
-    def track(self, frames: Iterable, total: int | None, label: str) -> Iterator:
-        if not self.progress:
-            yield from frames
+    # the api.Progress protocol
+    def start(self, total: int | None, label: str) -> None:
+        if not self.show_progress:
             return
+        from rich.console import Console as RichConsole
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[fps]:.2f} fps"), TimeRemainingColumn()]
-        with Progress(*columns, transient=True) as progress:
-            task = progress.add_task(label, total=total, fps=0.0)
-            start = time.perf_counter()
-            for n, item in enumerate(frames, 1):
-                progress.update(task, advance=1, fps=n / max(time.perf_counter() - start, 1e-9))
-                yield item
+        self._progress = Progress(*columns, console=RichConsole(file=sys.stderr), transient=True,
+                                  redirect_stdout=False, redirect_stderr=False)
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total, fps=0.0)
+        self._t0 = time.perf_counter()
+        self._done = 0
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is None:
+            return
+        self._done += n
+        self._progress.update(self._task, advance=n, fps=self._done / max(time.perf_counter() - self._t0, 1e-9))
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def written(self, report, unit: str = "frame") -> None:
+        outputs = [o for o in report.outputs if o != "-"]
+        where = ", ".join(outputs) if outputs else ""
+        if "-" in report.outputs:
+            where = (where + " and " if where else "") + "stdout"
+        n = report.frames
+        self.notice(f"{n} {unit}{'' if n == 1 else 's'} in {report.seconds:.1f} s: wrote {where or 'nothing'}")
 
 
+# ---- parsing helpers ------------------------------------------------------------------------
 def parse_size(size: str | None) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -126,178 +196,135 @@ def _numbers(text: str, count: int, option: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != count:
+    if len(values) != count or not all(math.isfinite(v) for v in values):
         raise PromptError(f"{option} {text!r}: expected {count} comma-separated numbers")
     return values
 
 
-def select_vocabulary(vocab, stuff, vocab_file, dataset):
+def _point(text: str) -> tuple[float, ...]:
+    if text.lower().endswith(":neg"):
+        raise PromptError(f"--point {text}: negative points are not supported by OMG-Seg "
+                          "(it takes positive clicks and boxes only)")
+    return _numbers(text.removesuffix(":pos"), 2, "--point")
+
+
+def _box(text: str) -> tuple[float, ...]:
+    x1, y1, x2, y2 = _numbers(text, 4, "--box")
+    if x2 <= x1 or y2 <= y1:
+        raise PromptError(f"--box {text}: expected X1,Y1,X2,Y2 with X2 > X1 and Y2 > Y1")
+    return (x1, y1, x2, y2)
+
+
+def select_vocabulary(vocab, stuff, vocab_file, dataset, embeddings_file=None):
+    """(vocabulary or None, embeddings or None) from the vocabulary options."""
+    if embeddings_file is not None:
+        if any(v is not None for v in (vocab, stuff, vocab_file, dataset)):
+            raise UsageError("--vocab-embeddings replaces --vocab/--vocab-file/--dataset: give one")
+        if not Path(embeddings_file).is_file():
+            raise InputNotFoundError(f"no such embeddings file: {embeddings_file}")
+        from .vocab import load_embeddings
+
+        return load_embeddings(embeddings_file)
     if vocab is None and vocab_file is None and dataset is None:
         if stuff is not None:
             raise UsageError("--stuff goes with --vocab")
-        return None
-    return vocab_cmd.select_vocabulary(vocab, stuff, vocab_file, dataset)
+        return None, None
+    return vocab_cmd.select_vocabulary(vocab, stuff, vocab_file, dataset), None
 
 
-def ensure_weights(weights: str, console: Console) -> None:
-    """Registry names are fetched on first use when the network is allowed."""
-    from . import weights as registry
+def check_common(*, weights: str, device: str, precision: str | None, threads: int | None) -> None:
+    """Options that need no input and no model, checked first."""
+    from .pipeline.engine import PRECISIONS, check_weights_name, resolve_device
 
-    if Path(weights).expanduser().exists() or "/" in weights:
-        return
-    reg = registry.load_registry()
-    if weights not in reg.names():
-        raise UsageError(f"unknown weights '{weights}': give a registry name ({', '.join(reg.names())}), "
-                         "a checkpoint file or a model folder")
-    if all(registry.is_present(weights).values()):
-        return
-    from .weights import hub
-
-    if hub.is_offline():
-        registry.resolve(weights)  # raises the one-line "missing ... fetch it with" error
-    console.notice(f"weights '{weights}' not found locally: downloading (segcli weights pull {weights})")
-    registry.pull(weights, progress=not console.quiet)
+    if precision is not None and precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    dev = resolve_device(device)
+    if precision == "fp16" and dev.type == "cpu":
+        raise UsageError("--precision fp16 needs a GPU; use bf16 on CPU")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads {threads}: must be at least 1")
+    check_weights_name(weights)
 
 
-def load_segmenter(weights: str, device: str, precision: str | None, vocabulary, console: Console,
-                   class_agnostic: bool = False, open_vocab: bool = False, compile: bool = False,
-                   threads: int | None = None):
-    from .pipeline.engine import Segmenter, resolve_device, resolve_weights
+def _check_stdout(output: str | None, names: list[str]) -> None:
+    if output in (None, "-"):
+        import io
+
+        ok = sys.stdout is not None
+        try:
+            if ok:
+                os.fstat(sys.stdout.fileno())
+        except io.UnsupportedOperation:  # an in-memory stdout (tests, notebooks)
+            pass
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise OutputError("stdout is closed: give -o FILE or -o DIR/")
+
+
+def load_model(weights, device, precision, vocabulary, embeddings, console, *, class_agnostic=False,
+               open_vocab=False, compile=False, threads=None):
+    from .pipeline.engine import Segmenter
 
     if threads is not None:
         import torch
 
-        if threads < 1:
-            raise UsageError("--threads must be at least 1")
         torch.set_num_threads(threads)
-    ensure_weights(weights, console)
-    source = resolve_weights(weights)
-    if precision is None:
-        dev = resolve_device(device)
-        is_bundle = Path(weights).expanduser().is_dir()
-        precision = "fp32" if is_bundle else ("bf16" if dev.type == "cpu" else "fp16")
-    embeddings = None
-    vocab = vocabulary or source.vocabulary
-    if vocab is None and class_agnostic:
-        import torch
-
-        from .vocab.parse import Vocabulary
-
-        vocab = Vocabulary([["object"]], num_things=1)
-        embeddings = torch.zeros(1, 1, source.config.backbone.embed_dim)
-    if vocab is None:
-        from .vocab import datasets
-
-        vocab = datasets.dataset_vocabulary("coco")
-        console.notice("no vocabulary given: using --dataset coco")
-
-    def told(hit: bool) -> None:
-        console.notice(f"class embeddings for {len(vocab)} classes: "
-                       + ("loaded from cache" if hit else "computed with the CLIP text tower and cached"))
-
-    seg = Segmenter.load(weights, device=device, precision=precision, vocabulary=vocab, embeddings=embeddings,
-                         on_embeddings=told, compile=compile)
-    if open_vocab:
-        from .vocab import datasets
-
-        seg.seen = datasets.overlapping(vocab)
-    return seg
-
-
-def default_formats(task: str, output: str | None, formats: list[str] | None) -> list[str]:
-    from .io import parse_formats
-
-    names = parse_formats(formats)
-    if names:
-        return names
-    if output is None or output == "-":
-        return ["jsonl"]
-    if output.endswith(("/", os.sep)) or Path(output).is_dir() or not Path(output).suffix:
-        return [DEFAULT_DIR_FORMAT[task]]
-    suffix = Path(output).suffix.lower()
-    by_suffix = {".jsonl": "jsonl", ".mkv": "mask-video", ".mp4": "overlay", ".txt": "summary"}
-    if suffix == ".json":
-        return ["ytvis" if task == "vis" else "coco-rle"]
-    return [by_suffix.get(suffix, "jsonl")]
-
-
-def write_results(results: Iterable, writers: list, console: Console, total: int | None, label: str) -> int:
-    """Feed the writers on a worker thread (encoding overlaps the model); commit them at the end,
-    or abort them all on any error so that no partial file replaces earlier output."""
-    from .pipeline.prefetch import BackgroundWriters
-
-    sink = BackgroundWriters(writers, depth=4)
-    count = 0
-    try:
-        for frame in console.track(results, total, label):
-            sink.write(frame)
-            count += 1
-    except BaseException:
-        sink.abort()
-        raise
-    sink.close()
-    return count
+    return Segmenter.load(weights, device=device, precision=precision, vocabulary=vocabulary, embeddings=embeddings,
+                          compile=compile, class_agnostic=class_agnostic, open_vocab=open_vocab,
+                          notice=console.notice)
 
 
 # ---- video commands -------------------------------------------------------------------------
 def run_video(task: str, video: str, *, weights, device, precision, size, clip_size, score_threshold,
-              max_objects, start, end, output, formats, quiet, mode, reader, vocab, stuff, vocab_file, dataset,
-              open_vocab, exact_budget, compile=False, threads=None, objects=None, label_objects=False) -> None:
-    from .io import open_writers
-    from .pipeline.engine import resolve_weights
-    from .pipeline.prefetch import prefetch
-    from .pipeline.reader import open_source
-    from .pipeline.video import VideoOptions, segment_video
-    from .results import VideoInfo
+              max_objects, start, end, output, format, quiet, mode, reader, vocab, stuff, vocab_file, dataset,
+              open_vocab, exact_budget, compile=False, threads=None, vocab_embeddings=None, objects=(),
+              label_objects=False) -> None:
+    from . import api
+    from .pipeline.video import VideoOptions
 
     console = Console(quiet)
-    names = default_formats("vos" if task == "vos" else task, output, formats)
-    scale = parse_size(size)
-    vocabulary = select_vocabulary(vocab, stuff, vocab_file, dataset)
-    source = open_source(video, reader=reader, start=start, end=end)
-    frames = prefetch(source, depth=4)  # decode ahead on a thread, overlapping the model
+    check_common(weights=weights, device=device, precision=precision, threads=threads)
+    if start < 0:
+        raise UsageError(f"--start {start}: must be >= 0")
+    if end is not None and end <= start:
+        raise UsageError(f"--end {end}: must be greater than --start {start}")
+    opts = VideoOptions(task=task, mode=mode, scale=parse_size(size), clip_size=clip_size,
+                        score_threshold=score_threshold, max_objects=max_objects, open_vocab=open_vocab,
+                        exact_budget_mb=exact_budget, label_objects=label_objects)
+    vocabulary, embeddings = select_vocabulary(vocab, stuff, vocab_file, dataset, vocab_embeddings)
+    agnostic = task == "vos" and vocabulary is None
+    if agnostic and open_vocab:
+        raise UsageError("--open-vocab needs a vocabulary")
+    planned = api.planned_vocabulary(weights, vocabulary, agnostic)
+    names = api.default_formats(task, output, format)
+    _check_stdout(output, names)
+    job = api.VideoJob(video, opts, vocabulary=planned, output=output, formats=names, prompts=objects,
+                       open_options=dict(reader=reader, start=start, end=end))
     try:
-        info_src = source.info
-        if task == "vos" and objects is not None:
-            objects = _validate_objects(objects, info_src, start)
-        ensure_weights(weights, console)
-        model_vocab = vocabulary or resolve_weights(weights).vocabulary
-        agnostic = task == "vos" and vocabulary is None
-        classes = [] if agnostic else (model_vocab.names if model_vocab else [])
-        info = VideoInfo(info_src.name, info_src.width, info_src.height, info_src.fps, info_src.num_frames,
-                         classes, model_vocab.num_things if (model_vocab and not agnostic) else 0, task)
-        cat_ids = model_vocab.category_ids if (model_vocab and not agnostic) else None
-        writers = open_writers(names, output, info, category_ids=cat_ids)
-        needs_image = any(w.needs_image for w in writers)
-        seg = load_segmenter(weights, device, precision, model_vocab if not agnostic else None, console,
-                             class_agnostic=agnostic, open_vocab=open_vocab, compile=compile, threads=threads)
-        opts = VideoOptions(task=task, mode=mode, scale=scale, clip_size=clip_size, score_threshold=score_threshold,
-                            max_objects=max_objects, open_vocab=open_vocab, keep_images=needs_image,
-                            exact_budget_mb=exact_budget, objects=objects or [], label_objects=label_objects)
-        results = segment_video(seg, frames, opts, notice=console.notice)
-        if task == "vos":
-            results = _check_prompt_frames(results, opts.objects)
-        write_results(results, writers, console, info_src.num_frames, task)
-    finally:
-        frames.close()
-        source.close()
+        seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
+                         class_agnostic=agnostic, open_vocab=open_vocab, compile=compile, threads=threads)
+    except BaseException:
+        from .io import abort_writers
+
+        abort_writers(job.writers)
+        job.close()
+        raise
+    try:
+        report = job.run(seg, notice=console.notice, progress=console)
+    except SegcliError:
+        report = getattr(job, "report", None)
+        if report is not None and report.stopped:
+            console.written(report)
+        raise
+    console.written(report)
 
 
-def _check_prompt_frames(results, objects):
-    frames = {o.frame for o in objects}
-    last = -1
-    for r in results:
-        last = r.index
-        yield r
-    late = sorted(f for f in frames if f > last)
-    if late:
-        raise PromptError(f"prompt frame {late[0]} is beyond the end of the video (last frame {last})")
-
-
-@app.command()
+@app.command(no_args_is_help=False)
 def vis(
-    video: Annotated[str, typer.Argument(help="video file, image folder, or - for stdin")],
+    video: Video,
     vocab: Vocab = None, stuff: Stuff = None, vocab_file: VocabFile = None, dataset: Dataset = None,
+    vocab_embeddings: VocabEmbeddings = None,
     weights: Weights = DEFAULT_WEIGHTS, device: Device = "auto", precision: Precision = None, size: Size = None,
     clip_size: ClipSize = None, score_threshold: Score = 0.3, max_objects: MaxObjects = 100, start: Start = 0,
     end: End = None, output: Output = None, format: Formats = None, quiet: Quiet = False, mode: Mode = "auto",
@@ -314,19 +341,17 @@ def vis(
 
       segcli vis clip.mp4 --dataset ytvis21 -f ytvis -f overlay -o out/
     """
-    run_video("vis", video, weights=weights, device=device, precision=precision, size=size, clip_size=clip_size,
-              score_threshold=score_threshold, max_objects=max_objects, start=start, end=end, output=output,
-              formats=format, quiet=quiet, mode=mode, reader=reader, vocab=vocab, stuff=stuff,
-              vocab_file=vocab_file, dataset=dataset, open_vocab=open_vocab, exact_budget=exact_budget, compile=compile,
-              threads=threads)
+    params = dict(locals())
+    run_video("vis", params.pop("video"), **params)
 
 
 @app.command()
 def vps(
-    video: Annotated[str, typer.Argument(help="video file, image folder, or - for stdin")],
+    video: Video,
     semantic: Annotated[bool, typer.Option("--semantic", help="video semantic segmentation (one region per "
                                            "class; Mask2Former rule, an extension of OMG-Seg)")] = False,
     vocab: Vocab = None, stuff: Stuff = None, vocab_file: VocabFile = None, dataset: Dataset = None,
+    vocab_embeddings: VocabEmbeddings = None,
     weights: Weights = DEFAULT_WEIGHTS, device: Device = "auto", precision: Precision = None, size: Size = None,
     clip_size: ClipSize = None, score_threshold: Score = 0.0, max_objects: MaxObjects = 100, start: Start = 0,
     end: End = None, output: Output = None, format: Formats = None, quiet: Quiet = False, mode: Mode = "auto",
@@ -341,25 +366,28 @@ def vps(
 
       segcli vps street.mp4 --dataset vipseg --semantic -f panoptic -o out/
     """
-    run_video("vss" if semantic else "vps", video, weights=weights, device=device, precision=precision, size=size,
-              clip_size=clip_size, score_threshold=score_threshold, max_objects=max_objects, start=start, end=end,
-              output=output, formats=format, quiet=quiet, mode=mode, reader=reader, vocab=vocab, stuff=stuff,
-              vocab_file=vocab_file, dataset=dataset, open_vocab=open_vocab, exact_budget=exact_budget, compile=compile,
-              threads=threads)
+    params = dict(locals())
+    task = "vss" if params.pop("semantic") else "vps"
+    run_video(task, params.pop("video"), **params)
 
 
-@app.command()
+@app.command(cls=PromptOrderCommand)
 def vos(
-    video: Annotated[str, typer.Argument(help="video file, image folder, or - for stdin")],
-    point: Annotated[Optional[list[str]], typer.Option(help="X,Y click on the object (repeatable). Negative "
-                     "points (X,Y:neg) are not supported: OMG-Seg has no negative-click input")] = None,
-    box: Annotated[Optional[list[str]], typer.Option(help="X1,Y1,X2,Y2 box around the object (repeatable)")] = None,
-    mask: Annotated[Optional[list[Path]], typer.Option(help="indexed PNG (DAVIS style): one object per index")] = None,
-    object: Annotated[Optional[list[int]], typer.Option("--object", help="the prompts after it belong to "
-                      "object N (default 1)")] = None,
-    frame: Annotated[Optional[list[int]], typer.Option("--frame", help="the prompts after it are on frame K "
-                     "(default 0); prompts on a later frame re-match that object from there on")] = None,
+    ctx: typer.Context,
+    video: Video,
+    point: Annotated[Optional[list[str]], typer.Option(metavar="X,Y", help="click on the object (repeatable). "
+                     "Negative points (X,Y:neg) are not supported: OMG-Seg has no negative-click input")] = None,
+    box: Annotated[Optional[list[str]], typer.Option(metavar="X1,Y1,X2,Y2",
+                                                     help="box around the object (repeatable)")] = None,
+    mask: Annotated[Optional[list[Path]], typer.Option(metavar="PNG", help="indexed (palette) or grayscale PNG, "
+                                                       "DAVIS style: one object per index")] = None,
+    object: Annotated[Optional[list[int]], typer.Option("--object", metavar="N", help="the prompts after it belong "
+                      "to object N (default 1)")] = None,
+    frame: Annotated[Optional[list[int]], typer.Option("--frame", metavar="K", help="the prompts after it are on "
+                     "source frame K (default: --start); prompts on a later frame re-match that object from there "
+                     "on")] = None,
     vocab: Vocab = None, stuff: Stuff = None, vocab_file: VocabFile = None, dataset: Dataset = None,
+    vocab_embeddings: VocabEmbeddings = None,
     weights: Weights = DEFAULT_WEIGHTS, device: Device = "auto", precision: Precision = None, size: Size = None,
     clip_size: ClipSize = None, start: Start = 0, end: End = None, output: Output = None, format: Formats = None,
     quiet: Quiet = False, mode: Mode = "auto", reader: Reader = "pyav", exact_budget: Budget = 2048.0,
@@ -377,137 +405,84 @@ def vos(
 
       segcli vos clip.mp4 --point 120,80 --frame 40 --point 150,95 -o out/   # correction on frame 40
     """
-    objects = parse_vos_prompts(_ARGV or sys.argv[1:], point, box, mask)
-    labelled = any(v is not None for v in (vocab, vocab_file, dataset))
-    run_video("vos", video, weights=weights, device=device, precision=precision, size=size, clip_size=clip_size,
-              score_threshold=0.0, max_objects=255, start=start, end=end, output=output, formats=format,
-              quiet=quiet, mode=mode, reader=reader, vocab=vocab, stuff=stuff, vocab_file=vocab_file,
-              dataset=dataset, open_vocab=False, exact_budget=exact_budget, compile=compile, threads=threads,
-              objects=objects, label_objects=labelled)
+    objects = parse_vos_prompts(ctx.meta.get("segcli.args", []), default_frame=start)
+    labelled = any(v is not None for v in (vocab, vocab_file, dataset, vocab_embeddings))
+    params = dict(locals())
+    for name in ("ctx", "point", "box", "mask", "object", "frame", "objects", "labelled"):
+        params.pop(name)
+    run_video("vos", params.pop("video"), score_threshold=0.0, max_objects=255, open_vocab=False, objects=objects,
+              label_objects=labelled, **params)
 
 
-def parse_vos_prompts(argv: list[str], points, boxes, masks) -> list:
-    """Walk the raw arguments in order: --object N and --frame K apply to the prompts after them."""
+PROMPT_OPTIONS = ("--object", "--frame", "--point", "--box", "--mask")
+
+
+def parse_vos_prompts(args: list[str], default_frame: int = 0) -> list:
+    """Walk the arguments in order: --object N and --frame K apply to the prompts after them."""
+    from .pipeline.prompts import objects_from_mask_png
     from .pipeline.video import ObjectPrompt
 
-    current_obj, current_frame = 1, 0
+    current_obj, current_frame = 1, default_frame
     prompts: dict[tuple[int, int], ObjectPrompt] = {}
     mask_files: list[tuple[str, int]] = []
-
-    def target() -> ObjectPrompt:
-        key = (current_obj, current_frame)
-        if key not in prompts:
-            prompts[key] = ObjectPrompt(current_obj, current_frame)
-        return prompts[key]
-
-    it = iter(argv)
+    tokens = iter(args)
     dangling = None  # a --object/--frame that no prompt follows yet
-    for tok in it:
-        name, _, inline = tok.partition("=")
-        if name not in ("--object", "--frame", "--point", "--box", "--mask"):
+    for tok in tokens:
+        if tok == "--":
+            break
+        name, eq, inline = tok.partition("=")
+        if name not in PROMPT_OPTIONS:
             continue
-        value = inline or next(it, "")
-        if name in ("--object", "--frame"):
-            dangling = f"{name} {value}"
-        else:
-            dangling = None
+        value = inline if eq else next(tokens, "")
+        dangling = f"{name} {value}" if name in ("--object", "--frame") else None
         if name == "--object":
-            current_obj = _int(value, "--object", minimum=1)
+            current_obj = _int(value, "--object", minimum=1, maximum=255)
         elif name == "--frame":
             current_frame = _int(value, "--frame", minimum=0)
-        elif name == "--point":
-            if value.lower().endswith(":neg"):
-                raise PromptError(f"--point {value}: negative points are not supported by OMG-Seg "
-                                  "(it takes positive clicks and boxes only)")
-            target().points.append(_numbers(value.removesuffix(":pos"), 2, "--point"))
-        elif name == "--box":
-            x1, y1, x2, y2 = _numbers(value, 4, "--box")
-            if x2 <= x1 or y2 <= y1:
-                raise PromptError(f"--box {value}: expected X1,Y1,X2,Y2 with X2 > X1 and Y2 > Y1")
-            target().boxes.append((x1, y1, x2, y2))
-        else:
+        elif name == "--mask":
             mask_files.append((value, current_frame))
+        else:
+            key = (current_obj, current_frame)
+            target = prompts.setdefault(key, ObjectPrompt(current_obj, current_frame))
+            if name == "--point":
+                target.points.append(_point(value))
+            else:
+                target.boxes.append(_box(value))
     if dangling:
         raise UsageError(f"{dangling} applies to the prompts after it, and none follows")
-    # prompts given through the API without argv (e.g. CliRunner) fall back to object 1, frame 0
-    if not prompts and not mask_files and (points or boxes or masks):
-        obj = ObjectPrompt(1, 0)
-        for p in points or []:
-            if p.lower().endswith(":neg"):
-                raise PromptError(f"--point {p}: negative points are not supported by OMG-Seg")
-            obj.points.append(_numbers(p, 2, "--point"))
-        for b in boxes or []:
-            obj.boxes.append(_numbers(b, 4, "--box"))
-        prompts[(1, 0)] = obj
-        mask_files = [(str(m), 0) for m in masks or []]
-    out = [p for p in prompts.values() if p.points or p.boxes]
+    out = list(prompts.values())
     for path, frame_index in mask_files:
-        out.extend(_mask_objects(path, frame_index))
+        out.extend(objects_from_mask_png(path, frame_index))
     if not out:
         raise PromptError("vos needs a prompt: --point X,Y, --box X1,Y1,X2,Y2 or --mask FILE")
     return out
 
 
-def _int(value: str, option: str, minimum: int) -> int:
+def _int(value: str, option: str, minimum: int, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
         raise UsageError(f"{option} {value!r}: expected an integer") from None
-    if number < minimum:
-        raise UsageError(f"{option} {value}: must be >= {minimum}")
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise UsageError(f"{option} {value}: must be {bound}")
     return number
-
-
-def _mask_objects(path: str, frame_index: int) -> list:
-    import numpy as np
-    from PIL import Image
-
-    from .pipeline.video import ObjectPrompt
-
-    if not Path(path).is_file():
-        raise InputNotFoundError(f"no such mask file: {path}")
-    try:
-        with Image.open(path) as im:
-            arr = np.array(im if im.mode in ("P", "L", "I", "I;16", "1") else im.convert("L"))
-    except Exception:
-        raise PromptError(f"cannot read mask {path}: expected an indexed PNG (DAVIS style)") from None
-    ids = [int(v) for v in np.unique(arr) if v != 0]
-    if not ids:
-        raise PromptError(f"mask {path} holds no object (all pixels are 0)")
-    return [ObjectPrompt(oid, frame_index, mask=arr == oid) for oid in ids]
-
-
-def _validate_objects(objects: list, info, start: int) -> list:
-    from .pipeline.prompts import validate_boxes, validate_mask, validate_points
-
-    for o in objects:
-        if info.num_frames is not None and o.frame - start >= info.num_frames:
-            raise PromptError(f"prompt frame {o.frame} is beyond the end of the video "
-                              f"({info.num_frames} frames from frame {start})")
-        if o.frame < start:
-            raise PromptError(f"prompt frame {o.frame} is before --start {start}")
-        if o.points:
-            validate_points(o.points, info.width, info.height)
-        if o.boxes:
-            validate_boxes(o.boxes, info.width, info.height)
-        if o.mask is not None:
-            validate_mask(o.mask, info.width, info.height)
-    return objects
 
 
 # ---- images ---------------------------------------------------------------------------------
 @app.command()
 def image(
-    paths: Annotated[list[str], typer.Argument(help="image files or folders of images")],
-    task: Annotated[str, typer.Option(help="panoptic, instance or semantic")] = "panoptic",
-    point: Annotated[Optional[list[str]], typer.Option(help="X,Y click: SAM-like mask of the object under it "
-                                                       "(repeatable; one object per prompt)")] = None,
-    box: Annotated[Optional[list[str]], typer.Option(help="X1,Y1,X2,Y2 box prompt (repeatable)")] = None,
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="image files or folders of images")],
+    task: Annotated[str, typer.Option(metavar="TASK", help="panoptic, instance or semantic")] = "panoptic",
+    point: Annotated[Optional[list[str]], typer.Option(metavar="X,Y", help="click: SAM-like mask of the object "
+                                                       "under it (repeatable; one object per prompt)")] = None,
+    box: Annotated[Optional[list[str]], typer.Option(metavar="X1,Y1,X2,Y2", help="box prompt (repeatable)")] = None,
     vocab: Vocab = None, stuff: Stuff = None, vocab_file: VocabFile = None, dataset: Dataset = None,
+    vocab_embeddings: VocabEmbeddings = None,
     weights: Weights = DEFAULT_WEIGHTS, device: Device = "auto", precision: Precision = None, size: Size = None,
     score_threshold: Annotated[Optional[float], typer.Option(
-        "--score-threshold", help="drop objects whose class probability is lower (default: 0.3 for instance, "
-        "0 for panoptic)")] = None,
+        "--score-threshold", metavar="S", help="drop objects whose class probability is lower (default: 0.3 for "
+        "instance, 0 for panoptic)")] = None,
     max_objects: MaxObjects = 100, output: Output = None, format: Formats = None,
     quiet: Quiet = False, open_vocab: OpenVocab = False, threads: Threads = None,
 ) -> None:
@@ -521,74 +496,52 @@ def image(
 
       segcli image photos/ --dataset coco -f panoptic -o out/
     """
-    from .io import open_writers
-    from .pipeline.engine import resolve_weights
-    from .pipeline.image import ImageOptions, segment_image
-    from .pipeline.reader import open_source
-    from .results import VideoInfo
+    from . import api
+    from .pipeline.image import ImageOptions
 
     console = Console(quiet)
-    names = default_formats("image", output, format)
-    scale = parse_size(size)
-    vocabulary = select_vocabulary(vocab, stuff, vocab_file, dataset)
+    check_common(weights=weights, device=device, precision=precision, threads=threads)
     objects = {}
     for i, p in enumerate(point or [], 1):
-        if p.lower().endswith(":neg"):
-            raise PromptError(f"--point {p}: negative points are not supported by OMG-Seg")
-        objects[i] = ([_numbers(p, 2, "--point")], [])
+        objects[i] = ([_point(p)], [])
     for j, b in enumerate(box or [], len(objects) + 1):
-        objects[j] = ([], [_numbers(b, 4, "--box")])
-    sources = [open_source(p) for p in paths]
+        objects[j] = ([], [_box(b)])
+    if score_threshold is None:
+        score_threshold = 0.3 if task == "instance" else 0.0
+    vocabulary, embeddings = select_vocabulary(vocab, stuff, vocab_file, dataset, vocab_embeddings)
+    agnostic = bool(objects) and vocabulary is None
+    if agnostic and open_vocab:
+        raise UsageError("--open-vocab needs a vocabulary")
+    opts = ImageOptions(task=task, scale=parse_size(size), score_threshold=score_threshold, max_objects=max_objects,
+                        open_vocab=open_vocab, objects=objects, label_objects=bool(objects) and not agnostic)
+    if not (isinstance(score_threshold, float) and 0.0 <= score_threshold <= 1.0):
+        raise UsageError(f"--score-threshold {score_threshold}: must be between 0 and 1")
+    planned = api.planned_vocabulary(weights, vocabulary, agnostic)
+    names = api.default_formats("image", output, format)
+    _check_stdout(output, names)
+    job = api.ImageJob(paths, opts, vocabulary=planned, output=output, formats=names)
     try:
-        first = sources[0].info
-        prompted = bool(objects)
-        ensure_weights(weights, console)
-        model_vocab = vocabulary or resolve_weights(weights).vocabulary
-        agnostic = prompted and vocabulary is None
-        name = first.name if len(sources) == 1 else "images"
-        info = VideoInfo(name, first.width, first.height, None, None,
-                         [] if agnostic else (model_vocab.names if model_vocab else []),
-                         0 if agnostic or not model_vocab else model_vocab.num_things, "image")
-        writers = open_writers(names, output, info,
-                               category_ids=None if agnostic or not model_vocab else model_vocab.category_ids)
-        seg = load_segmenter(weights, device, precision, None if agnostic else model_vocab, console,
-                             class_agnostic=agnostic, open_vocab=open_vocab, threads=threads)
-        if score_threshold is None:
-            score_threshold = 0.3 if task == "instance" else 0.0
-        opts = ImageOptions(task=task, scale=scale, score_threshold=score_threshold, max_objects=max_objects,
-                            open_vocab=open_vocab, keep_image=any(w.needs_image for w in writers),
-                            objects=objects, label_objects=prompted and not agnostic)
+        seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
+                         class_agnostic=agnostic, open_vocab=open_vocab, threads=threads)
+    except BaseException:
+        from .io import abort_writers
 
-        def results():
-            index = 0
-            for src in sources:
-                for fr in src:
-                    if prompted:
-                        _check_image_prompts(objects, fr.rgb.shape[1], fr.rgb.shape[0])
-                    fr.index = index
-                    yield segment_image(seg, fr, opts)
-                    index += 1
-
-        write_results(results(), writers, console, None, "image")
-    finally:
-        for s in sources:
-            s.close()
-
-
-def _check_image_prompts(objects: dict, width: int, height: int) -> None:
-    from .pipeline.prompts import validate_boxes, validate_points
-
-    for points, boxes in objects.values():
-        if points:
-            validate_points(points, width, height)
-        if boxes:
-            validate_boxes(boxes, width, height)
+        abort_writers(job.writers)
+        job.close()
+        raise
+    report = job.run(seg, notice=console.notice, progress=console)
+    console.written(report, unit="image")
 
 
 # ---- info -----------------------------------------------------------------------------------
 @app.command()
 def info() -> None:
-    """Versions, devices and which weights are on this machine."""
+    """Versions, devices and which weights are on this machine.
+
+    Example:
+
+      segcli info
+    """
     import importlib.metadata as md
 
     import torch
@@ -597,8 +550,8 @@ def info() -> None:
     from . import weights as registry
 
     print(f"segcli {__version__}")
-    for pkg in ("torch", "torchvision", "open_clip_torch", "av", "opencv-python-headless", "numpy",
-                "pycocotools", "safetensors", "huggingface_hub"):
+    for pkg in ("torch", "torchvision", "open_clip_torch", "av", "decord", "opencv-python-headless", "numpy",
+                "pycocotools", "safetensors", "huggingface_hub", "typer", "click", "rich"):
         try:
             print(f"  {pkg} {md.version(pkg)}")
         except md.PackageNotFoundError:
@@ -619,17 +572,52 @@ def info() -> None:
 
 
 # ---- entry point ----------------------------------------------------------------------------
+def _parser_error(exc: BaseException) -> tuple[str, int] | None:
+    """click's exceptions, whichever click (Typer >= 0.29 bundles its own): matched by name."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "Abort" in names:
+        return "interrupted", 130
+    if "ClickException" in names:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        message = " ".join(str(message).split())
+        ctx = getattr(exc, "ctx", None)
+        command = getattr(ctx, "command_path", "") if ctx is not None else ""
+        hint = f" (segcli {command.partition(' ')[2]} --help)".replace("  ", " ") if command else ""
+        return f"{message}{hint if command and command != 'segcli' else ''}", int(getattr(exc, "exit_code", 2) or 2)
+    return None
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: no more writes (and no 'Exception ignored' at exit)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _on_sigterm(signum, frame):
+    from .api import Interrupted
+
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    global _ARGV
-    _ARGV = list(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
     # freed tensors stay in the heap: no page faults for the next buffer of that size (segcli/runtime.py)
     from .runtime import keep_freed_memory
 
     keep_freed_memory()
     try:
-        app(args=_ARGV, prog_name="segcli", standalone_mode=False)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use)
+        pass
+    debug = bool(os.environ.get("SEGCLI_DEBUG"))
+    try:
+        result = app(args=args, prog_name="segcli", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
     except SegcliError as exc:
-        if os.environ.get("SEGCLI_DEBUG"):
+        if debug:
             raise
         print(f"segcli: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -637,22 +625,36 @@ def main(argv: list[str] | None = None) -> None:
         print("segcli: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
-        # the reader of stdout went away (`segcli vis ... | head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(1)
+        # the reader of stdout went away (`segcli vis ... | head`): stop quietly, as `yes | head` does
+        _quiet_stdout()
+        sys.exit(141)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors and the like
-        import click
+    except BaseException as exc:  # noqa: BLE001 - everything ends as one line and an exit code
+        from .api import Interrupted
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if os.environ.get("SEGCLI_DEBUG"):
+        if isinstance(exc, Interrupted):
+            print("segcli: terminated", file=sys.stderr)
+            sys.exit(128 + exc.signal_number)
+        parsed = _parser_error(exc)
+        if parsed is not None:
+            message, code = parsed
+            print(f"segcli: error: {message}" if code != 130 else "segcli: interrupted", file=sys.stderr)
+            sys.exit(code)
+        if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC anywhere is an output problem
+            print(f"segcli: error: no space left on device{': ' + exc.filename if exc.filename else ''}",
+                  file=sys.stderr)
+            sys.exit(5)
+        if debug:
             raise
         print(f"segcli: internal error: {type(exc).__name__}: {exc} (SEGCLI_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         sys.exit(70)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(141)
+    except (AttributeError, ValueError):
+        pass
+    sys.exit(code)

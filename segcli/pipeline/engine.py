@@ -89,6 +89,53 @@ def resolve_weights(weights: str) -> WeightsSource:
     return WeightsSource(cfg, files["head"], files.get("clip"), weights, name=weights)
 
 
+def plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def is_model_folder(weights: str) -> bool:
+    return Path(weights).expanduser().is_dir()
+
+
+def default_precision(weights: str, device: torch.device) -> str:
+    """fp32 for model folders (the reference models); bf16 on CPU and fp16 on GPUs otherwise."""
+    if is_model_folder(weights):
+        return "fp32"
+    return "bf16" if device.type == "cpu" else "fp16"
+
+
+def check_weights_name(weights: str) -> None:
+    """Cheap up-front check (no network, no loading): a path that exists, or a registry name."""
+    path = Path(weights).expanduser()
+    if path.exists():
+        return
+    if "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")):
+        raise WeightsError(f"weights file not found: {weights}")
+    from .. import weights as registry
+
+    reg = registry.load_registry()
+    if weights not in reg.names():
+        raise WeightsError(f"unknown weights '{weights}': give a registry name ({', '.join(reg.names())}), "
+                           "a checkpoint file or a model folder")
+
+
+def ensure_weights(weights: str, download: bool = True, notice=None) -> None:
+    """Registry names are fetched on first use when downloads are allowed and the network is."""
+    check_weights_name(weights)
+    if Path(weights).expanduser().exists():
+        return
+    from .. import weights as registry
+    from ..weights import hub
+
+    if all(registry.is_present(weights).values()):
+        return
+    if not download or hub.is_offline():
+        registry.resolve(weights)  # raises the one-line "missing ... fetch it with" error
+    if notice is not None:
+        notice(f"weights '{weights}' not found locally: downloading (segcli weights pull {weights})")
+    registry.pull(weights, progress=notice is not None)
+
+
 class Segmenter:
     """OMG-Seg ready to run: model on its device, class embeddings set, precision chosen."""
 
@@ -118,6 +165,7 @@ class Segmenter:
             self.model.cast_matmul_weights(self.dtype)
         self.channels_last = device.type in ("cpu", "cuda") if channels_last is None else channels_last
         self.shortcuts = shortcuts
+        self.class_agnostic = False  # vos without a vocabulary: objects carry no label
         self.compiled = False
         if compile:
             self.compile()
@@ -143,19 +191,43 @@ class Segmenter:
         self.compiled = True
 
     @classmethod
-    def load(cls, weights: str, device: str = "auto", precision: str = "fp32",
+    def load(cls, weights: str = "omg-seg-convl", device: str = "auto", precision: str | None = None,
              vocabulary: Vocabulary | None = None, embeddings: torch.Tensor | None = None,
              on_embeddings=None, channels_last: bool | None = None, compile: bool = False,
-             shortcuts: bool = True) -> Segmenter:
-        """Build the model for `weights` and set the class embeddings of `vocabulary` (default:
-        the model's own vocabulary for bundle directories). `on_embeddings(hit: bool)` is told
-        whether the embeddings came from the cache."""
+             shortcuts: bool = True, *, class_agnostic: bool = False, open_vocab: bool = False,
+             download: bool = True, notice=None) -> Segmenter:
+        """Build the model for `weights` (a registry name, a checkpoint file or a model folder)
+        and set the class embeddings of `vocabulary`.
+
+        The policy the CLI applies lives here, so API users get the same: `precision=None` picks
+        fp32 for model folders (the golden reference models) and, for the released models, bf16
+        on CPU and fp16 on CUDA; `vocabulary=None` uses the model's own vocabulary (model folders)
+        or COCO's 133 classes (with a notice); `class_agnostic=True` (vos without labels) needs no
+        vocabulary and no text tower; `open_vocab=True` enables the CLIP mask-pooling ensemble with
+        the seen/unseen split of the vocabulary; `download=True` fetches missing registry weights
+        unless offline. `on_embeddings(hit: bool)` is told whether embeddings came from the cache;
+        `notice(str)` gets one-line messages."""
+        say = notice or (lambda message: None)
+        if precision is not None and precision not in PRECISIONS:
+            raise UsageError(f"--precision {precision!r}: choose {', '.join(PRECISIONS)}")
+        dev = resolve_device(device)
+        ensure_weights(weights, download=download, notice=say)
         source = resolve_weights(weights)
+        if precision is None:
+            precision = default_precision(weights, dev)
+        if precision == "fp16" and dev.type == "cpu":
+            raise UsageError("--precision fp16 needs a GPU; use bf16 on CPU")
         model = build_model(source.config)
         load_weights(model, source.weights, clip=source.clip)
         vocab = vocabulary or source.vocabulary
+        if class_agnostic and vocabulary is None:
+            vocab = Vocabulary([["object"]], num_things=1)
+            embeddings = torch.zeros(1, 1, source.config.backbone.embed_dim)
         if vocab is None:
-            raise UsageError("this model has no built-in vocabulary: give --vocab, --vocab-file or --dataset")
+            from ..vocab import datasets
+
+            vocab = datasets.dataset_vocabulary("coco")
+            say("no vocabulary given: using --dataset coco")
         if embeddings is None:
             from ..vocab import cache, text
 
@@ -165,11 +237,20 @@ class Segmenter:
             embeddings, hit = cache.get_class_embeddings(vocab, text.resolve_text_source(source.text_source))
             if on_embeddings is not None:
                 on_embeddings(hit)
+            else:
+                say(f"class embeddings for {plural(len(vocab), 'class', 'classes')}: "
+                    + ("loaded from cache" if hit else "computed with the CLIP text tower and cached"))
         if embeddings.shape[0] != len(vocab):
-            raise UsageError(f"embeddings hold {embeddings.shape[0]} classes, the vocabulary {len(vocab)}")
+            raise UsageError(f"embeddings hold {plural(embeddings.shape[0], 'class', 'classes')}, "
+                             f"the vocabulary {len(vocab)}")
         model.set_class_embeddings(embeddings)
-        return cls(model, vocab, resolve_device(device), precision, channels_last=channels_last, compile=compile,
-                   shortcuts=shortcuts)
+        seg = cls(model, vocab, dev, precision, channels_last=channels_last, compile=compile, shortcuts=shortcuts)
+        seg.class_agnostic = class_agnostic and vocabulary is None
+        if open_vocab:
+            from ..vocab import datasets
+
+            seg.seen = datasets.overlapping(vocab)
+        return seg
 
     # ---- model calls ---------------------------------------------------------------------
     def autocast(self):

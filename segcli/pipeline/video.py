@@ -14,6 +14,7 @@ track ids (query slots) are stable; they differ only in which average the decisi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -21,9 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import PromptError, UsageError
+from ..errors import PromptError
 from ..results import FrameResult, Segment
-from .clips import iter_clips
 from .engine import Segmenter
 from .postprocess import LazyMasks, match_first_frame, select_proposals, upsample_masks
 from .preprocess import FrameMeta, preprocess_frames
@@ -64,6 +64,7 @@ class _HeldClip:
     frames: list  # reader Frames (rgb dropped unless kept)
     metas: list[FrameMeta]
     masks: torch.Tensor  # (Q, T, h4, w4) re-ordered stride-4 logits
+    pushed_at: float = 0.0  # perf_counter when the clip was complete (latency accounting)
 
     @property
     def nbytes(self) -> int:
@@ -72,22 +73,18 @@ class _HeldClip:
 
 
 class VideoSegmentation:
-    """Per-video state: tracker, running logits, open-vocabulary sums, VOS assignment."""
+    """Per-video state: tracker, running logits, open-vocabulary sums, VOS assignment. Driven by
+    segcli.pipeline.session.VideoSession, which validates options and prompts first."""
 
-    def __init__(self, seg: Segmenter, opts: VideoOptions, notice: Callable[[str], None] | None = None):
-        if opts.task not in TASKS:
-            raise UsageError(f"unknown video task '{opts.task}' (choose {', '.join(TASKS)})")
-        if opts.mode not in MODES:
-            raise UsageError(f"unknown mode '{opts.mode}' (choose {', '.join(MODES)})")
-        if opts.task == "vos" and not opts.objects:
-            raise PromptError("vos needs at least one prompt (--point, --box or --mask)")
-        if opts.open_vocab and seg.seen is None:
-            raise UsageError("the open-vocabulary ensemble needs the seen/unseen split of the vocabulary")
+    def __init__(self, seg: Segmenter, opts: VideoOptions, notice: Callable[[str], None] | None = None,
+                 hooks=None):
+        from .session import Hooks
         from .tracker import ClipAssociator
 
         self.seg = seg
         self.opts = opts
         self.notice = notice or (lambda msg: None)
+        self.hooks = hooks or Hooks()
         self.cfg = seg.cfg
         self.scale = tuple(opts.scale or self.cfg.preprocess.video_scale)
         self.associator = ClipAssociator()
@@ -97,31 +94,40 @@ class VideoSegmentation:
         self._tracks = None
         # vos: object masks decoded on their prompt frame, and the (query slot -> object id) list
         self.prompt_masks: dict[int, list[tuple[int, np.ndarray]]] = {}
-        for obj in opts.objects:
-            if obj.mask is not None:
-                self.prompt_masks.setdefault(obj.frame, []).append((obj.obj_id, obj.mask.astype(bool)))
         self.assignment: list[tuple[int, int]] = []  # (query slot, object id) in painting order
+
+    def add_object(self, obj: ObjectPrompt) -> None:
+        """A validated prompt (VideoSession.add_prompt); mask prompts are ready as they are,
+        points and boxes are decoded when the clip holding their frame is processed."""
+        if obj.mask is not None:
+            self.prompt_masks.setdefault(obj.frame, []).append((obj.obj_id, obj.mask.astype(bool)))
 
     # ---- clip stage: model + association ---------------------------------------------------
     def process(self, clip) -> _HeldClip:
         frames = clip.items
+        pushed_at = time.perf_counter()
         pre = self.cfg.preprocess
-        batch, metas = preprocess_frames([f.rgb for f in frames], self.scale, pre.pad_divisor, pre.mean, pre.std)
-        feats = self.seg.features(batch)
+        with self.hooks.stage("preprocess"):
+            batch, metas = preprocess_frames([f.rgb for f in frames], self.scale, pre.pad_divisor, pre.mean, pre.std)
+        with self.hooks.stage("backbone"):
+            feats = self.seg.features(batch)
         # prompts on a frame of this clip reuse the clip's pixel-decoder outputs for that frame
         indices = {f.index for f in frames}
         prompted = self.opts.task == "vos" and any(o.mask is None and o.frame in indices for o in self.opts.objects)
-        out = self.seg.decode_clip(feats, len(frames), keep_pixel=prompted)
+        with self.hooks.stage("decoder"):
+            out = self.seg.decode_clip(feats, len(frames), keep_pixel=prompted)
+        self.hooks.clip_decoded(out)
         assoc = self.associator.add(out.cls_logits[0], out.iou_logits[0], out.query_feat[0], out.mask_logits[0])
         masks = assoc.per_query  # (Q, T, h4, w4)
         if self.opts.open_vocab:
             self._pool_clip_features(feats[-1], masks, metas[0])
         if prompted:
-            self._decode_prompts(frames, feats, metas, out.pixel)
+            with self.hooks.stage("decoder"):
+                self._decode_prompts(frames, feats, metas, out.pixel)
         if not self.opts.keep_images:
             for f in frames:
                 f.rgb = None
-        return _HeldClip(frames, metas, masks)
+        return _HeldClip(frames, metas, masks, pushed_at)
 
     def _pool_clip_features(self, feat_s32: torch.Tensor, masks: torch.Tensor, meta: FrameMeta) -> None:
         """Accumulate CLIP mask pooling frame by frame and in query chunks (bounded memory)."""
@@ -176,6 +182,7 @@ class VideoSegmentation:
         cls = self.video_cls()
         iou = self.associator.mean_iou()
         vocab = self.seg.vocabulary
+        probs = None  # vos labels: the video-level class probabilities, once per clip
         for t, frame in enumerate(held.frames):
             meta = held.metas[t]
             masks = LazyMasks(held.masks[:, t], meta.pad_shape, meta.img_shape, meta.ori_shape)
@@ -189,7 +196,9 @@ class VideoSegmentation:
             elif task == "vss":
                 segments = semantic_segments(cls, masks, vocab)
             else:
-                segments = self._vos_segments(frame.index, cls, iou, masks)
+                if probs is None and self.opts.label_objects:
+                    probs = cls.float().softmax(-1)[:, :-1].cpu()
+                segments = self._vos_segments(frame.index, probs, iou, masks)
             h, w = meta.ori_shape
             yield FrameResult(frame.index, frame.pts, h, w, segments, frame.rgb, frame.name)
 
@@ -201,7 +210,7 @@ class VideoSegmentation:
             self._tracks_key = key
         return self._tracks
 
-    def _vos_segments(self, index: int, cls, iou, masks: LazyMasks) -> list[Segment]:
+    def _vos_segments(self, index: int, probs, iou, masks: LazyMasks) -> list[Segment]:
         if index in self.prompt_masks:
             self._match_objects(self.prompt_masks.pop(index), iou, masks)
         if not self.assignment:
@@ -211,7 +220,6 @@ class VideoSegmentation:
         id_map = np.zeros(masks.shape[1:], dtype=np.int32)
         for (q, oid), m in zip(self.assignment, binary.cpu().numpy()):
             id_map[m] = oid  # later (higher objectness) proposals overwrite earlier ones
-        probs = cls.float().softmax(-1)[:, :-1].cpu()
         iou = iou.cpu()
         out = []
         for q, oid in sorted(self.assignment, key=lambda a: a[1]):
@@ -238,42 +246,25 @@ class VideoSegmentation:
         taken = {q for q, _ in keep}
         proposals = [q for q in select_proposals(iou, self.cfg.test.num_proposals).tolist() if q not in taken]
         if not proposals:
+            self.notice(f"objects {', '.join(map(str, ids))} found no free proposal to track")
             return
         prop_masks = masks[torch.as_tensor(proposals)].sigmoid() > 0.5
         gt = torch.from_numpy(np.stack([m for _, m in objects])).to(prop_masks.device)
         matched = match_first_frame(prop_masks, gt, ids)
         new = [(proposals[i], oid) for i, oid in matched.items()]
+        lost = sorted(set(ids) - {oid for _, oid in new})
+        if lost:
+            self.notice(f"{len(lost)} of {len(ids)} objects found no proposal to track (ids "
+                        f"{', '.join(map(str, lost))}): the model has {len(proposals)} free proposals")
         # painting order: ascending objectness, so better proposals win overlaps
         score = iou[:, 0]
         self.assignment = sorted(keep + new, key=lambda a: float(score[a[0]]))
 
 
 def segment_video(seg: Segmenter, frames: Iterable, opts: VideoOptions,
-                  notice: Callable[[str], None] | None = None) -> Iterator[FrameResult]:
-    """Segment a stream of reader frames (objects with .index, .pts, .rgb, .name); yields one
-    FrameResult per frame, in order."""
-    state = VideoSegmentation(seg, opts, notice)
-    vcfg = seg.cfg.video
-    size = opts.clip_size or vcfg.clip_size
-    small = opts.clip_size or vcfg.clip_size_small
-    clips = iter_clips(frames, size, small, vcfg.small_clip_thr, vcfg.whole_clip_thr, exact=True)
-    online = opts.mode == "online"
-    held: list[_HeldClip] = []
-    held_bytes = 0
-    budget = opts.exact_budget_mb * 2**20
-    for clip in clips:
-        item = state.process(clip)
-        if online:
-            yield from state.emit(item)
-            continue
-        held.append(item)
-        held_bytes += item.nbytes
-        if opts.mode == "auto" and held_bytes > budget:
-            state.notice(f"video longer than the exact-mode budget ({opts.exact_budget_mb:.0f} MB of mask "
-                         "logits): continuing in online mode")
-            online = True
-            for h in held:
-                yield from state.emit(h)
-            held = []
-    for h in held:
-        yield from state.emit(h)
+                  notice: Callable[[str], None] | None = None, info=None) -> Iterator[FrameResult]:
+    """Pull-style wrapper over VideoSession: segment an iterable of reader frames (objects with
+    .index, .pts, .rgb, .name); yields one FrameResult per frame, in order."""
+    from .session import VideoSession
+
+    return VideoSession(seg, opts, info=info, notice=notice).run(frames)

@@ -1,0 +1,393 @@
+"""One way from a source to files: reader -> session -> writers. The CLI, `segcli bench`, the
+benchmark scripts, batch workers and the app all call this.
+
+    import segcli
+    report = segcli.run("clip.mp4", task="vis", vocab="dog,car", output="out/")      # loads the model
+
+    seg = segcli.Segmenter.load("omg-seg-convl", vocabulary=segcli.parse_vocab("dog,car"))
+    job = segcli.VideoJob("clip.mp4", segcli.VideoOptions(task="vis"), vocabulary=seg.vocabulary,
+                          output="out/", formats=["ytvis", "overlay"])
+    report = job.run(seg)                                 # the model is loaded once, jobs are many
+
+A job does every check that needs no model when it is created: options, prompts against the
+video (size, frame range), output paths (writable, never an input). Nothing is written at a
+final path before the job ends; a failure or an interruption leaves complete files or none
+(live sources keep what they produced up to a dropped stream or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import PromptError, StreamError, UsageError
+from .pipeline.engine import Segmenter, is_model_folder, resolve_weights
+from .pipeline.image import ImageOptions, segment_image
+from .pipeline.session import Hooks, VideoSession, validate_options
+from .pipeline.video import ObjectPrompt, VideoOptions
+from .results import FrameResult, VideoInfo
+from .vocab.parse import Vocabulary
+
+DEFAULT_WEIGHTS = "omg-seg-convl"
+DEFAULT_DIR_FORMAT = {"vis": "ytvis", "vps": "panoptic", "vss": "panoptic", "vos": "davis", "image": "jsonl"}
+
+
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM while a job runs (a BaseException, like KeyboardInterrupt): the CLI maps it
+    to exit 130/143."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+@dataclass
+class RunReport:
+    frames: int = 0
+    seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)  # final paths written ("-" for stdout)
+    first_result_s: float | None = None
+    clip_latency_s: list[float] = field(default_factory=list)
+    missing_frames: int = 0
+    stopped: str | None = None  # "stream" (dropped, outputs kept) or "interrupted"
+
+
+class Progress:
+    """What a job reports as it goes; the CLI draws a bar on stderr."""
+
+    def start(self, total: int | None, label: str) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def planned_vocabulary(weights: str, vocabulary: Vocabulary | None, class_agnostic: bool = False
+                       ) -> Vocabulary | None:
+    """The vocabulary a model will be loaded with, known without loading it (None: class-agnostic).
+    Segmenter.load applies the same rule."""
+    if class_agnostic and vocabulary is None:
+        return None
+    if vocabulary is not None:
+        return vocabulary
+    if is_model_folder(weights):
+        return resolve_weights(weights).vocabulary
+    from .vocab import datasets
+
+    return datasets.dataset_vocabulary("coco")
+
+
+def default_formats(task: str, output: str | None, formats: Sequence[str] | None) -> list[str]:
+    """-f as given, else by output: stdout -> jsonl; a folder -> the task's format; a file -> its suffix."""
+    import os
+
+    from .io import parse_formats
+
+    names = parse_formats(formats)
+    if names:
+        return names
+    if output is None or output == "-":
+        return ["jsonl"]
+    if output.endswith(("/", os.sep)) or Path(output).is_dir() or not Path(output).suffix:
+        return [DEFAULT_DIR_FORMAT[task]]
+    suffix = Path(output).suffix.lower()
+    if suffix == ".json":
+        return ["ytvis" if task == "vis" else "coco-rle"]
+    by_suffix = {".jsonl": "jsonl", ".mkv": "mask-video", ".mp4": "overlay", ".txt": "summary", ".png": "overlay"}
+    return [by_suffix.get(suffix, "jsonl")]
+
+
+def _video_info(name: str, src, vocab: Vocabulary | None, task: str) -> VideoInfo:
+    classes = vocab.names if vocab is not None else []
+    return VideoInfo(name, src.width, src.height, src.fps, src.num_frames, classes,
+                     vocab.num_things if vocab is not None else 0, task)
+
+
+def _open_writers(names, output, info, vocab, inputs, writer_options):
+    from .io import open_writers
+
+    kwargs = dict(writer_options or {})
+    kwargs.setdefault("category_ids", vocab.category_ids if vocab is not None else None)
+    try:
+        return open_writers(names, output, info, inputs=inputs, **kwargs)
+    except TypeError as exc:  # an io layer without input protection or an option
+        if "unexpected keyword" not in str(exc):
+            raise
+        kwargs.pop("inputs", None)
+        known = {k: v for k, v in kwargs.items() if k in ("category_ids", "video_id")}
+        return open_writers(names, output, info, **known)
+
+
+def _targets(writers) -> list[str]:
+    out = []
+    for w in writers:
+        out += [str(t) for t in w.targets] or ["-"]
+    return out
+
+
+def _input_paths(source: str) -> list[str]:
+    return [] if source == "-" or "://" in source else [source]
+
+
+class VideoJob:
+    """One video into writers. source: a path, folder, URL, "-" (stdin) or an open FrameSource;
+    prompts: ObjectPrompts for vos; open_options: extra open_source arguments (reader, start,
+    end, every, fps, max_frames, duration, source_format, source_options)."""
+
+    def __init__(self, source, options: VideoOptions, *, vocabulary: Vocabulary | None,
+                 output: str | None = None, formats: Sequence[str] | None = None,
+                 prompts: Sequence[ObjectPrompt] = (), writer_options: dict | None = None,
+                 open_options: dict | None = None):
+        from .pipeline.reader import open_source
+
+        self.options = validate_options(options)
+        self.vocabulary = vocabulary
+        names = default_formats("vos" if options.task == "vos" else options.task, output, formats)
+        self.prompts = list(prompts) + list(options.objects)
+        options.objects = []
+        if options.task == "vos" and not self.prompts:
+            raise PromptError("vos needs a prompt: --point X,Y, --box X1,Y1,X2,Y2 or --mask FILE")
+        if options.task != "vos" and self.prompts:
+            raise UsageError("prompts go with vos")
+        if isinstance(source, (str, Path)):
+            self.source = open_source(str(source), **(open_options or {}))
+            inputs = _input_paths(str(source))
+        else:
+            self.source = source
+            inputs = [getattr(source.info, "path", "")] if getattr(source.info, "path", "") else []
+        try:
+            src = self.source.info
+            self._check_prompts(src)
+            self.info = _video_info(src.name, src, vocabulary, options.task)
+            self.writers = _open_writers(names, output, self.info, vocabulary, inputs, writer_options)
+            self.options.keep_images = self.options.keep_images or any(w.needs_image for w in self.writers)
+        except BaseException:
+            self.source.close()
+            raise
+
+    def _check_prompts(self, src) -> None:
+        """The session's prompt checks, before the model is loaded."""
+        start = int(getattr(src, "start", 0) or 0)
+        for p in self.prompts:
+            if p.frame < start:
+                raise PromptError(f"prompt frame {p.frame} is before --start {start}")
+            if src.num_frames is not None and p.frame - start >= src.num_frames:
+                raise PromptError(f"prompt frame {p.frame} is beyond the end of the video "
+                                  f"({src.num_frames} frames from frame {start})")
+            VideoSession._check_in_frame(p.obj_id, p.points, p.boxes, p.mask, src.width, src.height)
+
+    def close(self) -> None:
+        self.source.close()
+
+    def run(self, seg: Segmenter, *, notice: Callable[[str], None] | None = None,
+            progress: Progress | None = None, hooks: Hooks | None = None,
+            on_result: Callable[[FrameResult], None] | None = None) -> RunReport:
+        """Segment the whole source into the writers; raises the first error after aborting the
+        writers (a dropped live stream: after committing what was produced)."""
+        from .io import abort_writers, close_writers
+        from .pipeline.prefetch import prefetch
+
+        if self.vocabulary is not None and seg.vocabulary.names != self.vocabulary.names:
+            raise UsageError("the model was loaded with another vocabulary than the job's")
+        say = notice or (lambda message: None)
+        progress = progress or Progress()
+        report = RunReport()
+        t0 = time.perf_counter()
+        session = VideoSession(seg, self.options, info=self.source.info, notice=say, hooks=hooks)
+        for p in self.prompts:
+            session.add_prompt(p.obj_id, p.frame, p.points, p.boxes, p.mask)
+        frames = prefetch(self.source, depth=4)  # decode ahead on a thread, overlapping the model
+        progress.start(self.source.info.num_frames, self.options.task)
+
+        def deliver(results) -> None:
+            for r in results:
+                with _timed(hooks, "write"):
+                    for w in self.writers:
+                        w.write(r)
+                if on_result is not None:
+                    on_result(r)
+                report.frames += 1
+                progress.advance()
+
+        live = bool(getattr(self.source.info, "live", False))
+        try:
+            try:
+                for frame in _timed_iter(hooks, "decode", frames):
+                    deliver(session.step(frame))
+            except StreamError:
+                report.stopped = "stream"
+                deliver(session.finish())
+                with _timed(hooks, "write"):
+                    close_writers(self.writers)
+                raise
+            except (KeyboardInterrupt, Interrupted):
+                if not live:
+                    raise
+                report.stopped = "interrupted"  # a live source ends with Ctrl-C: keep what it gave
+                deliver(session.finish())
+                with _timed(hooks, "write"):
+                    close_writers(self.writers)
+                raise
+            deliver(session.finish())
+            with _timed(hooks, "write"):
+                close_writers(self.writers)
+        except BaseException:
+            if report.stopped is None:
+                abort_writers(self.writers)
+            raise
+        finally:
+            progress.stop()
+            frames.close()
+            self.source.close()
+            report.seconds = time.perf_counter() - t0
+            report.outputs = _targets(self.writers)
+            report.first_result_s = session.stats.first_result_s
+            report.clip_latency_s = session.stats.clip_latency_s
+            report.missing_frames = int(getattr(self.source, "missing", 0) or 0)
+            self.report = report
+        return report
+
+
+class ImageJob:
+    """Images (files or folders) into writers; prompts: {object id: (points, boxes)}."""
+
+    def __init__(self, paths: Sequence[str], options: ImageOptions, *, vocabulary: Vocabulary | None,
+                 output: str | None = None, formats: Sequence[str] | None = None,
+                 writer_options: dict | None = None):
+        from .pipeline.image import IMAGE_TASKS
+        from .pipeline.reader import open_source
+
+        if options.task not in IMAGE_TASKS:
+            raise UsageError(f"--task {options.task!r}: choose {', '.join(IMAGE_TASKS)}")
+        if not 0.0 <= options.score_threshold <= 1.0:
+            raise UsageError(f"--score-threshold {options.score_threshold}: must be between 0 and 1")
+        if options.max_objects < 1:
+            raise UsageError(f"--max-objects {options.max_objects}: must be at least 1")
+        if not paths:
+            raise UsageError("give at least one image or folder")
+        self.options = options
+        self.vocabulary = vocabulary
+        names = default_formats("image", output, formats)
+        self.sources = []
+        try:
+            for p in paths:
+                self.sources.append(open_source(str(p)))
+            first = self.sources[0].info
+            name = first.name if len(self.sources) == 1 else "images"
+            self.info = _video_info(name, first, vocabulary, "image")
+            self.info.fps = None
+            self.info.num_frames = None
+            self.writers = _open_writers(names, output, self.info, vocabulary, [str(p) for p in paths],
+                                         writer_options)
+            self.options.keep_image = self.options.keep_image or any(w.needs_image for w in self.writers)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+
+    def run(self, seg: Segmenter, *, notice=None, progress: Progress | None = None,
+            on_result: Callable[[FrameResult], None] | None = None) -> RunReport:
+        from .io import abort_writers, close_writers
+        from .pipeline.prompts import validate_boxes, validate_points
+
+        progress = progress or Progress()
+        report = RunReport()
+        t0 = time.perf_counter()
+        progress.start(None, "image")
+        try:
+            index = 0
+            for src in self.sources:
+                for fr in src:
+                    h, w = fr.rgb.shape[:2]
+                    for points, boxes in self.options.objects.values():
+                        if points:
+                            validate_points(points, w, h)
+                        if boxes:
+                            validate_boxes(boxes, w, h)
+                    fr.index = index
+                    result = segment_image(seg, fr, self.options)
+                    for wr in self.writers:
+                        wr.write(result)
+                    if on_result is not None:
+                        on_result(result)
+                    index += 1
+                    report.frames += 1
+                    progress.advance()
+            close_writers(self.writers)
+        except BaseException:
+            abort_writers(self.writers)
+            raise
+        finally:
+            progress.stop()
+            self.close()
+            report.seconds = time.perf_counter() - t0
+            report.outputs = _targets(self.writers)
+        return report
+
+
+def run(source, task: str = "vis", *, weights: str = DEFAULT_WEIGHTS, vocab: str | Vocabulary | None = None,
+        output: str | None = None, formats: Sequence[str] | None = None, prompts: Sequence[ObjectPrompt] = (),
+        device: str = "auto", precision: str | None = None, open_vocab: bool = False,
+        notice: Callable[[str], None] | None = None, open_options: dict | None = None,
+        writer_options: dict | None = None, **options) -> RunReport:
+    """Load the model and run one video (task vis, vps, vss, vos) or image(s) (task "image";
+    `source` a path or a list of paths). `options` are VideoOptions / ImageOptions fields."""
+    from .vocab.parse import parse_vocab
+
+    vocabulary = parse_vocab(vocab) if isinstance(vocab, str) else vocab
+    if task == "image":
+        paths = [source] if isinstance(source, (str, Path)) else list(source)
+        opts = ImageOptions(**options)
+        agnostic = bool(opts.objects) and vocabulary is None
+        opts.label_objects = bool(opts.objects) and not agnostic
+        planned = planned_vocabulary(weights, vocabulary, agnostic)
+        job = ImageJob(paths, opts, vocabulary=planned, output=output, formats=formats,
+                       writer_options=writer_options)
+    else:
+        opts = VideoOptions(task=task, open_vocab=open_vocab, **options)
+        agnostic = task == "vos" and vocabulary is None
+        opts.label_objects = task == "vos" and not agnostic
+        planned = planned_vocabulary(weights, vocabulary, agnostic)
+        job = VideoJob(source, opts, vocabulary=planned, output=output, formats=formats, prompts=prompts,
+                       writer_options=writer_options, open_options=open_options)
+    try:
+        seg = Segmenter.load(weights, device=device, precision=precision, vocabulary=planned,
+                             class_agnostic=agnostic, open_vocab=open_vocab, notice=notice)
+    except BaseException:
+        from .io import abort_writers
+
+        abort_writers(job.writers)
+        job.close()
+        raise
+    return job.run(seg, notice=notice)
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _timed(hooks: Hooks | None, name: str):
+    return hooks.stage(name) if hooks is not None else _Nothing()
+
+
+def _timed_iter(hooks: Hooks | None, name: str, iterable):
+    if hooks is None:
+        yield from iterable
+        return
+    it = iter(iterable)
+    while True:
+        with hooks.stage(name):
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+        yield item
