@@ -19,6 +19,8 @@ from typing import Annotated, Optional
 import typer
 import typer.core
 
+from .commands import app as app_cmd
+from .commands import batch as batch_cmd
 from .commands import bench as bench_cmd
 from .commands import vocab as vocab_cmd
 from .commands import weights as weights_cmd
@@ -50,6 +52,8 @@ app = typer.Typer(
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(vocab_cmd.app, name="vocab")
 app.command("bench")(bench_cmd.bench)
+app.command("batch")(batch_cmd.batch)
+app.command("app")(app_cmd.app)
 
 
 @app.callback(invoke_without_command=True)
