@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Speed / memory / accuracy benchmark of segcli (issue #6); the implementation is segcli.bench,
-also available as `segcli bench`.
+"""Speed / memory / accuracy benchmark of segcli: the same as `segcli bench` (segcli/bench.py),
+for a checkout that is not installed.
 
     .venv/bin/python benchmarks/bench.py                          # ConvNeXt-L random weights, 1280x736
     .venv/bin/python benchmarks/bench.py --weights ../shared/golden/tiny_v1 --size tiny --frames 12
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segcli.bench import main  # noqa: E402
+from segcli.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(["bench", *sys.argv[1:]])

@@ -30,7 +30,7 @@ def results(device: str, task: str, frames: list, size: tuple[int, int]) -> dict
     from segcli.bench import _video_options, random_convl
     from segcli.pipeline.engine import Segmenter, resolve_device
     from segcli.pipeline.reader import Frame
-    from segcli.pipeline.video import segment_video
+    from segcli.pipeline.session import VideoSession
 
     model, vocab = random_convl()
     if task == "vps":
@@ -49,7 +49,7 @@ def results(device: str, task: str, frames: list, size: tuple[int, int]) -> dict
     out = {}
     with torch.no_grad():
         stream = (Frame(i, i / 24, rgb.copy(), f"{i:05d}") for i, rgb in enumerate(frames))
-        for fr in segment_video(seg, stream, opts):
+        for fr in VideoSession(seg, opts).run(stream):
             for s in fr.segments:
                 out[(fr.index, s.id)] = (s.category, s.score, s.mask)
     return out

@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +37,9 @@ def current_rss_mb() -> float:
 def worker(args) -> dict:
     import torch
 
-    from segcli.bench import VARIANTS, build_segmenter, peak_rss_mb, synthetic_frames
-    from segcli.io import close_writers, open_writers
-    from segcli.pipeline.reader import Frame
-    from segcli.pipeline.video import VideoOptions, segment_video
-    from segcli.results import VideoInfo
+    from segcli.api import VideoJob
+    from segcli.bench import VARIANTS, GeneratedSource, build_segmenter, peak_rss_mb
+    from segcli.pipeline.video import VideoOptions
     from segcli.runtime import keep_freed_memory
 
     keep_freed_memory()  # as the CLI does: freed memory stays in the heap, so flat must hold with it
@@ -51,29 +48,22 @@ def worker(args) -> dict:
     variant = VARIANTS["fp32-eager" if args.precision == "fp32" else "bf16-sync"]
     seg = build_segmenter(args.weights, torch.device("cpu"), variant)
     w, h = (int(v) for v in args.size.split("x"))
-    src_w, src_h = w, (w * 9 // 16) // 2 * 2
     n = args.worker
-
-    def frames():
-        for i, rgb in enumerate(synthetic_frames(n, src_w, src_h)):
-            yield Frame(i, i / 24.0, rgb, f"{i:05d}")
-
-    vocab = seg.vocabulary
-    info = VideoInfo("synthetic", src_w, src_h, 24.0, n, vocab.names, vocab.num_things, args.task)
+    source = GeneratedSource(n, w, (w * 9 // 16) // 2 * 2)
     out = Path(args.out)
-    writers = open_writers(["jsonl"], str(out), info, category_ids=vocab.category_ids)
     opts = VideoOptions(task=args.task, mode="online", scale=(w, h), score_threshold=0.0, max_objects=20)
+    job = VideoJob(source, opts, vocabulary=seg.vocabulary, output=str(out), formats=["jsonl"])
     marks = {max(1, n // 10): None, max(1, n // 2): None, n: None}
-    start = time.perf_counter()
     count = 0
-    for result in segment_video(seg, frames(), opts):
-        for wr in writers:
-            wr.write(result)
+
+    def mark(result) -> None:
+        nonlocal count
         count += 1
         if count in marks:
             marks[count] = current_rss_mb()
-    close_writers(writers)
-    return {"frames": count, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(),
+
+    report = job.run(seg, on_result=mark)
+    return {"frames": report.frames, "seconds": report.seconds, "peak_rss_mb": peak_rss_mb(),
             "rss_at": {str(k): v for k, v in marks.items()}, "output_bytes": out.stat().st_size}
 
 

@@ -183,11 +183,14 @@ class VideoJob:
 
     def run(self, seg: Segmenter, *, notice: Callable[[str], None] | None = None,
             progress: Progress | None = None, hooks: Hooks | None = None,
-            on_result: Callable[[FrameResult], None] | None = None) -> RunReport:
+            on_result: Callable[[FrameResult], None] | None = None, overlap: bool = True) -> RunReport:
         """Segment the whole source into the writers; raises the first error after aborting the
-        writers (a dropped live stream: after committing what was produced)."""
+        writers (a dropped live stream: after committing what was produced). overlap: decode
+        ahead and write behind on worker threads (segcli.pipeline.prefetch)."""
         from .io import abort_writers, close_writers
-        from .pipeline.prefetch import prefetch
+        from .pipeline.prefetch import BackgroundWriters, prefetch
+
+        writers = [BackgroundWriters(self.writers, depth=4)] if overlap else list(self.writers)
 
         if self.vocabulary is not None and seg.vocabulary.names != self.vocabulary.names:
             raise UsageError("the model was loaded with another vocabulary than the job's")
@@ -198,13 +201,13 @@ class VideoJob:
         session = VideoSession(seg, self.options, info=self.source.info, notice=say, hooks=hooks)
         for p in self.prompts:
             session.add_prompt(p.obj_id, p.frame, p.points, p.boxes, p.mask)
-        frames = prefetch(self.source, depth=4)  # decode ahead on a thread, overlapping the model
+        frames = prefetch(self.source, depth=4 if overlap else 0)
         progress.start(self.source.info.num_frames, self.options.task)
 
         def deliver(results) -> None:
             for r in results:
                 with _timed(hooks, "write"):
-                    for w in self.writers:
+                    for w in writers:
                         w.write(r)
                 if on_result is not None:
                     on_result(r)
@@ -215,27 +218,29 @@ class VideoJob:
         try:
             try:
                 for frame in _timed_iter(hooks, "decode", frames):
-                    deliver(session.step(frame))
+                    with _timed(hooks, "session"):
+                        results = session.step(frame)
+                    deliver(results)
             except StreamError:
                 report.stopped = "stream"
                 deliver(session.finish())
-                with _timed(hooks, "write"):
-                    close_writers(self.writers)
+                close_writers(writers)
                 raise
             except (KeyboardInterrupt, Interrupted):
                 if not live:
                     raise
                 report.stopped = "interrupted"  # a live source ends with Ctrl-C: keep what it gave
                 deliver(session.finish())
-                with _timed(hooks, "write"):
-                    close_writers(self.writers)
+                close_writers(writers)
                 raise
-            deliver(session.finish())
+            with _timed(hooks, "session"):
+                results = session.finish()
+            deliver(results)
             with _timed(hooks, "write"):
-                close_writers(self.writers)
+                close_writers(writers)
         except BaseException:
             if report.stopped is None:
-                abort_writers(self.writers)
+                abort_writers(writers)
             raise
         finally:
             progress.stop()

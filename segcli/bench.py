@@ -22,7 +22,7 @@ class embeddings, so its masks are not meaningful objects, only a numerical stre
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
 import resource
@@ -36,7 +36,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import SegcliError, UsageError
+from .errors import UsageError
 
 TASKS = ("vis", "vps", "vos")
 DEFAULT_FORMAT = {"vis": "ytvis", "vps": "panoptic", "vss": "panoptic", "vos": "davis"}
@@ -138,6 +138,26 @@ def synthetic_frames(n: int, width: int, height: int, seed: int = 0) -> Iterator
         yield img
 
 
+class GeneratedSource:
+    """`synthetic_frames` as a frame source (info + iteration), for jobs fed from memory."""
+
+    def __init__(self, n: int, width: int, height: int, fps: float = 24.0, name: str = "synthetic"):
+        from segcli.pipeline.reader import SourceInfo
+
+        self.n, self.fps = n, fps
+        self.info = SourceInfo(name, width, height, fps, n, "video", "")
+
+    def __iter__(self):
+        from segcli.pipeline.reader import Frame
+
+        w, h = self.info.width, self.info.height
+        for i, rgb in enumerate(synthetic_frames(self.n, w, h)):
+            yield Frame(i, i / self.fps, rgb, f"{i:05d}")
+
+    def close(self) -> None:
+        pass
+
+
 def write_video(path: Path, n: int, width: int, height: int, fps: float = 24.0) -> None:
     from segcli.io.video import VideoEncoder
 
@@ -209,67 +229,50 @@ def build_segmenter(weights: str, device, variant: Variant):
 
 # ---- one run (in a subprocess) --------------------------------------------------------------------
 class StageClock:
-    """Accumulated seconds per stage; `sync` waits for the GPU before reading the clock."""
+    """The session's timing hook (segcli.pipeline.session.Hooks): accumulated seconds per stage,
+    waiting for the GPU before reading the clock. The pixel decoder is timed by torch forward
+    hooks on its module and taken out of "decoder"; each clip's raw outputs are kept (binarised)
+    for the accuracy comparison."""
 
     def __init__(self, device):
         import torch
 
-        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.seconds = dict.fromkeys(STAGES + ("session",), 0.0)
+        self.captured: list = []
         self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def now(self) -> float:
         self._sync()
         return time.perf_counter()
 
-    def timed(self, stage: str, fn):
-        def wrapper(*args, **kwargs):
-            start = self.now()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[stage] += self.now() - start
-        return wrapper
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = self.now()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + self.now() - start
 
-    def timed_iter(self, stage: str, iterable):
-        it = iter(iterable)
-        while True:
-            start = self.now()
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            finally:
-                self.seconds[stage] += self.now() - start
-            yield item
+    def clip_decoded(self, out) -> None:
+        q = out.mask_logits.shape[1]
+        self.captured.append((out.cls_logits[0].cpu().numpy().copy(), out.iou_logits[0].cpu().numpy().copy(),
+                              np.packbits((out.mask_logits[0] > 0).cpu().numpy().reshape(q, -1), -1),
+                              out.mask_logits.shape[1:]))
 
+    def watch_pixel_decoder(self, seg) -> None:
+        pd = seg.model.panoptic_head.pixel_decoder
+        marks = {}
+        pd.register_forward_pre_hook(lambda *a: marks.__setitem__("start", self.now()))
 
-def _instrument(seg, clock: StageClock, captured: list) -> None:
-    """Time the model stages: backbone = Segmenter.features; pixel decoder by forward hooks;
-    decoder = decode_clip/decode_prompts minus the pixel decoder inside them. decode_clip's
-    outputs are kept (binarised) for the accuracy comparison."""
-    import segcli.pipeline.video as video_mod
+        def done(*a):
+            spent = self.now() - marks["start"]
+            self.seconds["pixel_decoder"] += spent
+            self.seconds["decoder"] -= spent
+        pd.register_forward_hook(done)
 
-    if hasattr(video_mod, "preprocess_frames"):
-        video_mod.preprocess_frames = clock.timed("preprocess", video_mod.preprocess_frames)
-    seg.features = clock.timed("backbone", seg.features)
-    pd = seg.model.panoptic_head.pixel_decoder
-    marks = {}
-    pd.register_forward_pre_hook(lambda *a: marks.__setitem__("start", clock.now()))
-
-    def pd_done(*a):
-        clock.seconds["pixel_decoder"] += clock.now() - marks["start"]
-        clock.seconds["decoder"] -= clock.now() - marks["start"]
-    pd.register_forward_hook(pd_done)
-    decode_clip = clock.timed("decoder", seg.decode_clip)
-
-    def decode_and_keep(feats, num_frames, **kwargs):
-        out = decode_clip(feats, num_frames, **kwargs)
-        captured.append((out.cls_logits[0].cpu().numpy().copy(), out.iou_logits[0].cpu().numpy().copy(),
-                         np.packbits((out.mask_logits[0] > 0).cpu().numpy().reshape(out.mask_logits.shape[1], -1), -1),
-                         out.mask_logits.shape[1:]))
-        return out
-    seg.decode_clip = decode_and_keep
-    seg.decode_prompts = clock.timed("decoder", seg.decode_prompts)
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.captured.clear()
 
 
 def _video_options(task: str, size: tuple[int, int], info):
@@ -283,13 +286,13 @@ def _video_options(task: str, size: tuple[int, int], info):
 
 
 def run_worker(spec: dict) -> dict:
+    """One (model, task, variant) run through segcli.api.VideoJob, the CLI's own path."""
     import torch
 
-    from segcli.io import close_writers, open_writers
+    from segcli.api import VideoJob
     from segcli.pipeline.engine import resolve_device
     from segcli.pipeline.reader import open_source
-    from segcli.pipeline.video import segment_video
-    from segcli.results import VideoInfo
+    from segcli.pipeline.session import VideoSession
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -301,68 +304,48 @@ def run_worker(spec: dict) -> dict:
     load_s = time.perf_counter() - start
     rss_load = peak_rss_mb()
     clock = StageClock(device)
-    captured: list = []
-    _instrument(seg, clock, captured)
+    clock.watch_pixel_decoder(seg)
+    vocab = None if task == "vos" else seg.vocabulary  # vos is class-agnostic, as in the CLI
 
-    source = open_source(spec["video"])
-    src = source.info
-    vocab = seg.vocabulary
-    classes = [] if task == "vos" else vocab.names
-    info = VideoInfo(src.name, src.width, src.height, src.fps, src.num_frames, classes,
-                     0 if task == "vos" else vocab.num_things, task)
-    opts = _video_options(task, size, src)
     warmup_s = 0.0
     if variant.compile or spec.get("warmup"):
-        clip = opts.clip_size or seg.cfg.video.clip_size
-        t = time.perf_counter()
-        frames = [f for _, f in zip(range(clip), source)]
-        for _ in segment_video(seg, frames, _video_options(task, size, src)):
-            pass
+        with open_source(spec["video"]) as source:
+            clip = seg.cfg.video.clip_size
+            frames = [f for _, f in zip(range(clip), source)]
+            t = time.perf_counter()
+            for _ in VideoSession(seg, _video_options(task, size, source.info)).run(frames):
+                pass
         warmup_s = time.perf_counter() - t
-        clock.seconds = dict.fromkeys(STAGES, 0.0)
-        captured.clear()
+        clock.reset()
 
     out_dir = Path(spec["out"])
-    writers = open_writers([DEFAULT_FORMAT[task]], str(out_dir / "written") + "/", info,
-                           category_ids=None if task == "vos" else vocab.category_ids)
-    frames = source
-    if variant.overlap:  # decode ahead / write behind; the stage columns then show the stalls
-        from segcli.pipeline.prefetch import BackgroundWriters, prefetch
+    source = open_source(spec["video"])
+    src = source.info
+    job = VideoJob(source, _video_options(task, size, src), vocabulary=vocab, output=str(out_dir / "written") + "/",
+                   formats=[DEFAULT_FORMAT[task]])
+    rows, masks = [], []
 
-        frames = prefetch(source, depth=4)
-        writers = [BackgroundWriters(writers, depth=4)]
-    rows, masks, n = [], [], 0
-    t_start = clock.now()
-    results = iter(segment_video(seg, clock.timed_iter("decode", frames), opts))
-    inside = 0.0
-    while True:
-        t = clock.now()
-        frame = next(results, None)
-        inside += clock.now() - t
-        if frame is None:
-            break
-        n += 1
-        for w in writers:
-            clock.timed("write", w.write)(frame)
+    def keep(frame) -> None:
         for s in frame.segments:
             rows.append((frame.index, s.id, s.category, s.score))
             masks.append(np.packbits(s.mask.reshape(-1)))
-    clock.timed("write", close_writers)(writers)
+
+    t_start = clock.now()
+    report = job.run(seg, hooks=clock, on_result=keep, overlap=variant.overlap)
     wall = clock.now() - t_start
-    source.close()
-    del results, frames
-    # post-processing (+ association, bookkeeping) = time inside the result iterator not in a stage
-    model_side = sum(clock.seconds[k] for k in ("decode", "preprocess", "backbone", "pixel_decoder", "decoder"))
-    clock.seconds["postprocess"] = inside - model_side
+    # post-processing (+ association, bookkeeping) = time inside the session not in a model stage
+    model_side = sum(clock.seconds[k] for k in ("preprocess", "backbone", "pixel_decoder", "decoder"))
+    clock.seconds["postprocess"] = clock.seconds.pop("session") - model_side
 
     arrays = {"rows": np.asarray(rows, dtype=np.float64).reshape(-1, 4),
               "masks": np.stack(masks) if masks else np.zeros((0, 0), np.uint8),
               "frame_shape": np.asarray([src.height, src.width])}
-    for i, (cls, iou, bits, shape) in enumerate(captured):
+    for i, (cls, iou, bits, shape) in enumerate(clock.captured):
         arrays[f"clip{i}_cls"], arrays[f"clip{i}_iou"], arrays[f"clip{i}_masks"] = cls, iou, bits
         arrays[f"clip{i}_shape"] = np.asarray(shape)
     np.savez(out_dir / "outputs.npz", **arrays)
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    n = report.frames
     return {"weights": spec["weights"], "task": task, "variant": variant.name, "frames": n, "wall_s": wall,
             "fps": n / wall if wall > 0 else 0.0, "stages_s": clock.seconds, "load_s": load_s,
             "warmup_s": warmup_s, "rss_after_load_mb": rss_load, "peak_rss_mb": peak_rss_mb(),
@@ -511,7 +494,7 @@ def _spawn(spec: dict, run_dir: Path) -> dict:
     env = dict(os.environ)  # the worker imports this very segcli, installed or not
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "segcli.bench", "--worker", str(spec_path), str(result_path)],
+    proc = subprocess.run([sys.executable, "-m", "segcli.bench", str(spec_path), str(result_path)],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not result_path.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -561,52 +544,17 @@ def format_tables(results: list[dict], size: tuple[int, int], frames: int, repea
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", action="append", help="'convl' (random-weight ConvNeXt-L, the default) or a "
-                   "model folder / registry name; repeatable")
-    p.add_argument("--size", default="1280x736", help="resize limits WxH or a preset (official, fast, small, tiny)")
-    p.add_argument("--frames", type=int, default=3, help="frames of the synthetic video (3 = one clip)")
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: vis, vps, vos")
-    p.add_argument("--variants", default=None, help="comma-separated, from: " + ", ".join(VARIANTS)
-                   + " (fp32-eager, the plain reference, always runs; default: fp32,bf16 on CPU; "
-                   "fp32,fp16,bf16 on CUDA)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--warmup", action="store_true", help="run one untimed clip first in every run")
-    p.add_argument("--repeat", type=int, default=1, help="runs per task and variant, interleaved; the table "
-                   "shows the fastest (a robust speed-up on a shared machine: --repeat 2)")
-    p.add_argument("--json", dest="json_out", default=None, help="also write all numbers to this JSON file")
-    p.add_argument("--keep", default=None, help="keep the video and outputs in this folder")
-    p.add_argument("--worker", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
-    return p
+def worker_main(argv: list[str]) -> int:
+    """`python -m segcli.bench SPEC RESULT`: one run, spawned by `run` (the user-facing command
+    is `segcli bench`, segcli/commands/bench.py)."""
+    from .runtime import keep_freed_memory
 
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.worker:
-        from .runtime import keep_freed_memory
-
-        keep_freed_memory()  # as the CLI does, for every variant alike
-        spec = json.loads(Path(args.worker[0]).read_text())
-        Path(args.worker[1]).write_text(json.dumps(run_worker(spec)))
-        return 0
-    opts = BenchOptions(weights=args.weights or ["convl"], size=args.size, frames=args.frames,
-                        tasks=[t for t in args.tasks.split(",") if t],
-                        variants=args.variants.split(",") if args.variants else None, device=args.device,
-                        threads=args.threads, warmup=args.warmup, repeat=args.repeat, json_out=args.json_out,
-                        keep=args.keep)
-    try:
-        for t in opts.tasks:
-            if t not in TASKS:
-                raise UsageError(f"unknown task {t!r} (choose {', '.join(TASKS)})")
-        results = run(opts)
-    except SegcliError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if all("fps" in r for r in results) else 1
+    keep_freed_memory()  # as the CLI does, for every variant alike
+    spec_path, result_path = argv
+    spec = json.loads(Path(spec_path).read_text())
+    Path(result_path).write_text(json.dumps(run_worker(spec)))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(worker_main(sys.argv[1:]))
