@@ -185,18 +185,20 @@ def _panoptic_accepted(
     area = torch.bincount(owner.flatten(), minlength=num_kept)
 
     candidates = torch.nonzero(area > 0, as_tuple=False)[:, 0]  # kept positions, ascending
+    # host copies of the per-query numbers, once (not one device sync per segment)
+    area_h, idx_h, labels_h, scores_h = area.tolist(), keep_idx.tolist(), keep_labels.tolist(), keep_scores.tolist()
     for s, e in _chunks(len(candidates), chunk):
         ks = candidates[s:e]
         foreground = _take(masks, keep_idx[ks]).sigmoid() >= 0.5
         original_areas = foreground.flatten(1).sum(1).tolist()
         for j, k in enumerate(ks.tolist()):
-            mask_area, original_area = int(area[k]), original_areas[j]
+            mask_area, original_area = area_h[k], original_areas[j]
             if original_area == 0 or mask_area / original_area < iou_thr:
                 continue
             seg = owner == k
             if filter_low_score:
                 seg = seg & foreground[j]
-            yield int(keep_idx[k]), int(keep_labels[k]), float(keep_scores[k]), seg
+            yield idx_h[k], labels_h[k], scores_h[k], seg
 
 
 def panoptic_postprocess(
@@ -336,13 +338,15 @@ def instance_frame(
     class_scores: torch.Tensor,
     query_idx: torch.Tensor | None = None,
     chunk: int = DEFAULT_CHUNK,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    with_boxes: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Masks, scores and boxes of the selected instances in one frame.
 
     `masks` holds the selected instances' logits (K, H, W), or, with `query_idx`, all queries
     (then only the selected ones are upsampled, each query once even if selected with two labels).
     score = class score x mean sigmoid inside the binary mask (logit > 0), as official.
-    Returns (masks bool (K, H, W), scores (K,), boxes (K, 4)).
+    Returns (masks bool (K, H, W), scores (K,), boxes (K, 4), or None without `with_boxes`:
+    the video pipeline takes boxes from the final masks, so it skips this full-frame scan).
     """
     h, w = _out_hw(masks)
     dev = _device(masks)
@@ -362,7 +366,7 @@ def instance_frame(
         bin_masks[s:e] = binary.bool()
     out_masks = bin_masks[inverse.to(dev)]
     scores = class_scores.float().to(dev) * mask_scores[inverse.to(dev)]
-    return out_masks, scores, masks_to_boxes(out_masks)
+    return out_masks, scores, (masks_to_boxes(out_masks) if with_boxes else None)
 
 
 def instance_postprocess(

@@ -43,7 +43,7 @@ class InstanceTracks:
 
 
 def instance_segments(tracks: InstanceTracks, masks: LazyMasks, vocab: Vocabulary) -> list[Segment]:
-    bin_masks, scores, _ = instance_frame(masks, tracks.class_scores, tracks.query_idx)
+    bin_masks, scores, _ = instance_frame(masks, tracks.class_scores, tracks.query_idx, with_boxes=False)
     if bin_masks.is_cuda:
         # one transfer, column-major (the transpose is free on the GPU): the RLE writers then
         # encode each mask without a transposing copy on the host
@@ -69,10 +69,12 @@ def panoptic_frame_segments(cls_logits: torch.Tensor, masks: LazyMasks, vocab: V
 
 
 def semantic_segments(cls_logits: torch.Tensor, masks: LazyMasks, vocab: Vocabulary) -> list[Segment]:
-    sem = semantic_postprocess(cls_logits, masks).cpu().numpy()
+    sem_t = semantic_postprocess(cls_logits, masks)
+    present = torch.nonzero(torch.bincount(sem_t.flatten(), minlength=len(vocab)))[:, 0].tolist()
+    sem = sem_t.cpu().numpy()
     probs = cls_logits.float().softmax(-1)[:, :-1].cpu()
     out = []
-    for k in sorted(set(sem.flatten().tolist())):
+    for k in present:
         # score of a class region: the best query probability for that class
         out.append(Segment(k + 1, k, vocab.names[k], float(probs[:, k].max()), sem == k, vocab.is_thing(k)))
     return out

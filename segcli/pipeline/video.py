@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..errors import PromptError
 from ..results import FrameResult, Segment
 from .engine import Segmenter
-from .postprocess import LazyMasks, match_first_frame, select_proposals, upsample_masks
+from .postprocess import LazyMasks, match_first_frame, paint_vos, select_proposals, upsample_masks
 from .preprocess import FrameMeta, preprocess_frames
 from .tasks import InstanceTracks, instance_segments, panoptic_frame_segments, semantic_segments
 
@@ -215,11 +215,10 @@ class VideoSegmentation:
             self._match_objects(self.prompt_masks.pop(index), iou, masks)
         if not self.assignment:
             return []
-        slots = [q for q, _ in self.assignment]
-        binary = masks[torch.as_tensor(slots)].sigmoid() > 0.5
-        id_map = np.zeros(masks.shape[1:], dtype=np.int32)
-        for (q, oid), m in zip(self.assignment, binary.cpu().numpy()):
-            id_map[m] = oid  # later (higher objectness) proposals overwrite earlier ones
+        slots = torch.as_tensor([q for q, _ in self.assignment])
+        binary = masks[slots].sigmoid() > 0.5
+        # the official painting (paint_vos): later (higher objectness) proposals overwrite earlier ones
+        id_map = paint_vos(binary, {i: oid for i, (_, oid) in enumerate(self.assignment)}).cpu().numpy()
         iou = iou.cpu()
         out = []
         for q, oid in sorted(self.assignment, key=lambda a: a[1]):
