@@ -3,10 +3,15 @@
 The Python API is what the CLI drives (names load lazily, so `import segcli` stays light):
 
     import segcli
+    segcli.run("video.mp4", task="vis", vocab="dog,car", output="out/")    # the CLI's whole path
+
     seg = segcli.Segmenter.load("omg-seg-convl", vocabulary=segcli.parse_vocab("dog,car"))
-    with segcli.open_source("video.mp4") as frames:
-        for result in segcli.segment_video(seg, frames, segcli.VideoOptions(task="vis")):
+    session = segcli.VideoSession(seg, segcli.VideoOptions(task="vis"))   # push frames one by one
+    for frame in frames:
+        for result in session.step(frame):
             print(result.index, [(s.id, s.label, s.score) for s in result.segments])
+    for result in session.finish():
+        ...
 
 On CPU, call `segcli.keep_freed_memory()` once at start, as the CLI does: freed tensors then
 stay in the process heap instead of being page-faulted in anew (10-30 % faster model stages).
@@ -19,6 +24,11 @@ import importlib
 __version__ = "0.1.0"
 
 _API = {
+    "run": "segcli.api",
+    "VideoJob": "segcli.api",
+    "ImageJob": "segcli.api",
+    "RunReport": "segcli.api",
+    "VideoSession": "segcli.pipeline.session",
     "Segmenter": "segcli.pipeline.engine",
     "segment_video": "segcli.pipeline.video",
     "VideoOptions": "segcli.pipeline.video",
@@ -32,6 +42,9 @@ _API = {
     "FrameResult": "segcli.results",
     "Segment": "segcli.results",
     "keep_freed_memory": "segcli.runtime",
+    "SegcliError": "segcli.errors",
+    "PromptError": "segcli.errors",
+    "UsageError": "segcli.errors",
 }
 
 __all__ = ["__version__", *_API]
