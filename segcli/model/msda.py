@@ -12,6 +12,8 @@ s8 level, which moves every sample.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,7 +75,7 @@ def _gather_rows(table, rows, level_start, spatial_shapes, locations, weights, f
         fx, fy = x.sub_(x0), y.sub_(y0)
         top_left = ((y0 + 1) * (w + 2) + (x0 + 1)).long() + (head_start + level_start[level])
         # the 4 neighbours of each point, (rows, Nq, P, 4): one bag of 4*P rows per query
-        corners = top_left[..., None] + torch.tensor([0, 1, w + 2, w + 3], device=table.device)
+        corners = top_left[..., None] + _corner_offsets(w, table.device)
         a = weights[level]
         top, bottom = a * (1 - fy), a * fy
         wts = torch.stack((top * (1 - fx), top * fx, bottom * (1 - fx), bottom * fx), -1)
@@ -81,6 +83,19 @@ def _gather_rows(table, rows, level_start, spatial_shapes, locations, weights, f
         part = F.embedding_bag(corners.view(n, -1), table, per_sample_weights=wts.view(n, -1), mode="sum")
         out = part if out is None else out.add_(part)
     return out.view(n_rows, nq, -1)
+
+
+@functools.lru_cache(maxsize=64)
+def _corner_offsets(w: int, device: torch.device) -> torch.Tensor:
+    """Row offsets of the 4 bilinear neighbours in the zero-bordered table; made once per width
+    and device (on a GPU a fresh torch.tensor is a blocking host-to-device copy per call)."""
+    return torch.tensor([0, 1, w + 2, w + 3], device=device)
+
+
+@functools.lru_cache(maxsize=32)
+def _level_normalizer(spatial_shapes: tuple, points: int, device: torch.device) -> torch.Tensor:
+    """(L, P*2) of (W_l, H_l) pairs: offsets are in pixels of their level."""
+    return torch.tensor([[w, h] * points for h, w in spatial_shapes], dtype=torch.float32, device=device)
 
 
 def softmax_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +132,7 @@ class MultiScaleDeformableAttention(nn.Module):
         weights = softmax_fp32(both[..., m * lv * p * 2:].unflatten(-1, (m, lv * p))).view(b, n, m, lv, p)
         # offsets are in pixels of their level: divide x by W_l and y by H_l. Both operands are
         # laid out as (..., L, P*2) so that the broadcasts run over the outer axes only (fast)
-        normalizer = torch.tensor([[w, h] * p for h, w in spatial_shapes], dtype=torch.float32, device=q.device)
+        normalizer = _level_normalizer(tuple(map(tuple, spatial_shapes)), p, q.device)
         ref = reference_points.float()[:, :, :, None, :].expand(b, n, lv, p, 2).reshape(b, n, 1, lv, p * 2)
         locations = (ref + offsets / normalizer).view(b, n, m, lv, p, 2)
         out = ms_deform_attn(value, spatial_shapes, locations, weights)

@@ -8,6 +8,8 @@ for the transformer decoder. Nothing temporal happens here: a clip is a batch of
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,7 +77,13 @@ class Encoder(nn.Module):
 
 
 def reference_points(spatial_shapes: list[tuple[int, int]], num_levels: int, device, dtype) -> torch.Tensor:
-    """One point per pixel centre, normalised (x, y), repeated over the sampled levels -> (N, L, 2)."""
+    """One point per pixel centre, normalised (x, y), repeated over the sampled levels -> (N, L, 2).
+    Made once per shape (a cache: callers never write to it)."""
+    return _reference_points(tuple(map(tuple, spatial_shapes)), num_levels, device, dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _reference_points(spatial_shapes: tuple, num_levels: int, device, dtype) -> torch.Tensor:
     points = []
     for h, w in spatial_shapes:
         ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h

@@ -7,6 +7,7 @@ hold (sin, cos).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -29,9 +30,11 @@ def _normalised_positions(n: int, eps: float, scale: float, device) -> torch.Ten
     return steps / (steps[-1:] + eps) * scale
 
 
+@functools.lru_cache(maxsize=32)
 def sine_2d(h: int, w: int, num_feats: int, temperature: float = 10000.0, scale: float = TWO_PI,
             eps: float = 1e-6, device=None) -> torch.Tensor:
-    """2-D encoding of an all-valid (h, w) map -> (h, w, 2*num_feats), y channels first."""
+    """2-D encoding of an all-valid (h, w) map -> (h, w, 2*num_feats), y channels first.
+    Depends on the shape only, so it is made once per shape and device (callers never write to it)."""
     dim_t = _frequencies(num_feats, temperature, device)
     y = _normalised_positions(h, eps, scale, device)
     x = _normalised_positions(w, eps, scale, device)
@@ -42,6 +45,7 @@ def sine_2d(h: int, w: int, num_feats: int, temperature: float = 10000.0, scale:
     )
 
 
+@functools.lru_cache(maxsize=32)
 def sine_3d(t: int, h: int, w: int, num_feats: int, temperature: float = 10000.0, scale: float = TWO_PI,
             eps: float = 1e-6, device=None) -> torch.Tensor:
     """3-D encoding (mmdet SinePositionalEncoding3D) -> (t, h, w, 2*num_feats).
