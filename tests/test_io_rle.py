@@ -24,9 +24,10 @@ def make_info(width=37, height=24, frames=6, name="clip", fps=10.0, task="vps") 
                      num_things=2, task=task)
 
 
-def make_video(width=37, height=24, frames=6, big_ids=False, with_image=True):
-    """-> (info, [FrameResult]); with big_ids, track 2 is id 300 from frame 3 on."""
-    info = make_info(width, height, frames)
+def make_video(width=37, height=24, frames=6, big_ids=False, with_image=True, start=0, task="vps"):
+    """-> (info, [FrameResult]); with big_ids, track 2 is id 300 from frame 3 on; ``start``:
+    the source frame number of the first result (as with --start), pts = index / 10."""
+    info = make_info(width, height, frames, task=task)
     yy, xx = np.mgrid[:height, :width]
     out = []
     for i in range(frames):
@@ -45,8 +46,9 @@ def make_video(width=37, height=24, frames=6, big_ids=False, with_image=True):
             image = np.zeros((height, width, 3), np.uint8)
             image[..., 0] = (xx * 255 // max(width - 1, 1)).astype(np.uint8)
             image[..., 1] = (yy * 255 // max(height - 1, 1)).astype(np.uint8)
-            image[..., 2] = 40 * i
-        out.append(FrameResult(index=i, pts=i / 10, height=height, width=width, segments=segs, image=image))
+            image[..., 2] = (40 * i) % 256
+        out.append(FrameResult(index=start + i, pts=(start + i) / 10, height=height, width=width, segments=segs,
+                               image=image))
     return info, out
 
 
@@ -137,3 +139,47 @@ def test_id_colors_are_deterministic_and_distinct():
     assert colors == [rle.id_color(i) for i in range(1, 21)]
     assert len(set(colors)) == 20
     assert all(0 <= c <= 255 for rgb in colors for c in rgb)
+
+
+# -- each mask encoded once, each id map painted once (issue "speed") -------------------------
+
+
+def test_segment_caches_area_box_and_rle():
+    mask = np.zeros((6, 7), bool)
+    mask[1:4, 2:6] = True
+    seg = Segment(1, 0, "dog", 0.5, mask)
+    assert (seg.area, seg.bbox_xywh) == (12, [2, 1, 4, 3])
+    assert seg.rle == rle.encode_mask(mask) and seg.rle is seg.rle
+    box = seg.bbox_xywh
+    box[0] = 99  # callers get their own list
+    assert seg.bbox_xywh == [2, 1, 4, 3]
+    seg.mask = np.ones((6, 7), bool)  # a new mask: recomputed
+    assert (seg.area, seg.bbox_xywh, rle.rle_area(seg.rle)) == (42, [0, 0, 7, 6], 42)
+    assert Segment(1, 0, "dog", 0.5, mask, True) == Segment(1, 0, "dog", 0.5, mask)  # fields only
+
+
+def test_writers_share_one_encoding_and_one_id_map_per_frame(tmp_path, monkeypatch):
+    import segcli.results as results
+    from segcli.io import FORMATS, close_writers, open_writers
+
+    encoded, painted = [], []
+    real_encode, real_order = rle.encode_mask, results.paint_order
+    monkeypatch.setattr(rle, "encode_mask", lambda m: encoded.append(1) or real_encode(m))
+    monkeypatch.setattr(results, "paint_order", lambda segs: painted.append(1) or real_order(segs))
+    info, frames = make_video(frames=4)
+    reference = [[(s.area, s.bbox_xywh, real_encode(s.mask)) for s in f.segments] for f in frames]
+    reference_ids = [expected_ids(f) for f in frames]
+    encoded.clear()
+    writers = open_writers(list(FORMATS), str(tmp_path), info)
+    for f in frames:
+        for w in writers:
+            w.write(f)
+    close_writers(writers)
+    assert len(encoded) == sum(len(f.segments) for f in frames)  # jsonl, coco-rle and ytvis share it
+    assert len(painted) == len(frames)  # davis, panoptic, mask-video and overlay share it
+    for f, ref, ids in zip(frames, reference, reference_ids):
+        assert [(s.area, s.bbox_xywh, s.rle) for s in f.segments] == ref  # the same values as before
+        assert np.array_equal(f.id_map(), ids) and not f.id_map().flags.writeable
+    f = frames[0]
+    f.segments.append(Segment(9, 0, "dog", 0.99, np.ones((24, 37), bool)))  # changed segments: repainted
+    assert (f.id_map() == 9).all()

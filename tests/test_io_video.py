@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import av
 import numpy as np
 import pytest
+from PIL import Image
 from test_io_rle import expected_ids, make_video
 
-from segcli.errors import OutputError
+from segcli.errors import OutputError, UsageError
 from segcli.io import open_writers
 from segcli.io.mask_video import MaskVideoWriter
-from segcli.io.overlay import OverlayWriter, render_overlay
+from segcli.io.overlay import OverlayWriter, interior_point, place_labels, render_overlay
 from segcli.results import FrameResult, Segment
 
 
@@ -28,6 +31,11 @@ def _decode(path):
     return meta, frames
 
 
+def _times(path) -> list[float]:
+    with av.open(str(path)) as c:
+        return [float(fr.pts * fr.time_base) for fr in c.decode(video=0)]
+
+
 @pytest.mark.parametrize("big_ids", [False, True])
 def test_mask_video_is_lossless(tmp_path, big_ids):
     info, frames = make_video(big_ids=big_ids)  # big: id 300 appears on frame 3 -> gray16le
@@ -42,6 +50,34 @@ def test_mask_video_is_lossless(tmp_path, big_ids):
         assert fmt == pix_fmt and arr.dtype == (np.uint16 if big_ids else np.uint8)
         assert np.array_equal(arr.astype(np.int64), expected_ids(f))
     assert [p.name for p in tmp_path.iterdir()] == ["clip.ids.mkv"]  # upgrade left no temp file
+
+
+@pytest.mark.parametrize("first_id", [300, 65535])
+def test_mask_video_with_a_big_id_on_the_first_frame(tmp_path, first_id):
+    info, frames = make_video(frames=3)
+    frames[0].segments[0].id = first_id  # used to crash: the 16-bit upgrade reopened the empty 8-bit file
+    (writer,) = open_writers(["mask-video"], str(tmp_path), info)
+    _write(writer, frames)
+    (_, pix_fmt, _, _), decoded = _decode(tmp_path / "clip.ids.mkv")
+    assert pix_fmt == "gray16le" and len(decoded) == 3
+    for f, (_, arr) in zip(frames, decoded):
+        assert np.array_equal(arr.astype(np.int64), expected_ids(f))
+
+
+@pytest.mark.parametrize("fmt, name", [("mask-video", "clip.ids.mkv"), ("overlay", "clip.overlay.mp4")])
+@pytest.mark.parametrize("big_ids", [False, True])
+def test_video_timestamps_are_the_source_pts(tmp_path, fmt, name, big_ids):
+    info, frames = make_video(frames=5, start=5, big_ids=big_ids)  # --start 5: frames 5..9 at 0.5 s...
+    frames[3].pts = 0.8123  # a variable-rate source
+    (writer,) = open_writers([fmt], str(tmp_path), info)
+    _write(writer, frames)
+    times = _times(tmp_path / name)
+    assert times == pytest.approx([f.pts for f in frames], abs=5e-4)  # what jsonl says (mkv keeps ms)
+    for f in frames:
+        f.pts = None  # image folders: index / fps
+    (writer,) = open_writers([fmt], str(tmp_path / "nopts"), info)
+    _write(writer, frames)
+    assert _times(tmp_path / "nopts" / name) == pytest.approx([f.index / 10 for f in frames], abs=5e-4)
 
 
 def test_mask_video_is_deterministic_and_rejects_huge_ids(tmp_path):
@@ -99,3 +135,59 @@ def test_overlay_is_deterministic_and_needs_images(tmp_path):
             writer.write(FrameResult(0, 0.0, 24, 37, []))
     assert not (tmp_path / "c.mp4").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]
+
+
+def test_overlay_labels_sit_inside_their_objects_and_do_not_collide():
+    h, w = 120, 160
+    a = np.zeros((h, w), bool)
+    a[10:110, 10:150] = True  # a big object ...
+    b = np.zeros((h, w), bool)
+    b[15:60, 15:100] = True  # ... and two overlapping ones sharing its top-left corner
+    c = np.zeros((h, w), bool)
+    c[15:50, 15:60] = True
+    segs = [Segment(1, 0, "dog", 0.5, a), Segment(2, 1, "car", 0.7, b), Segment(3, 1, "car", 0.9, c)]
+    frame = FrameResult(0, 0.0, h, w, segs, np.zeros((h, w, 3), np.uint8))
+    drawn = render_overlay(frame)
+    assert drawn.shape == (h, w, 3)
+    visible = [frame.id_map() == s.id for s in segs]
+    for vis in visible:
+        x, y = interior_point(vis)
+        assert vis[y, x]
+    anchors = [interior_point(v) for v in visible]
+    assert len(set(anchors)) == 3  # not all at the shared corner (15, 15)
+    boxes = place_labels(anchors, [(50, 12)] * 3, w, h)
+    for i in range(3):
+        x0, y0, x1, y1 = boxes[i]
+        assert 0 <= x0 and x1 <= w and 0 <= y0 and y1 <= h
+        for j in range(i):
+            bx0, by0, bx1, by1 = boxes[j]
+            assert min(x1, bx1) <= max(x0, bx0) or min(y1, by1) <= max(y0, by0), (boxes[i], boxes[j])
+    # colliding anchors are moved apart, the first keeps its place
+    boxes = place_labels([(80, 60)] * 3, [(40, 10)] * 3, w, h)
+    assert boxes[0] == (60, 55, 100, 65) and len(set(boxes)) == 3
+
+
+def test_overlay_pngs_for_images(tmp_path):
+    info, frames = make_video(frames=3, task="image")
+    info.name = "photos"
+    for f, stem in zip(frames, ["cat", "dog", "sofa"]):
+        f.name, f.pts = stem, None
+    frames[2] = FrameResult(2, None, 30, 41, [], np.full((30, 41, 3), 99, np.uint8), "sofa")  # any size
+    (writer,) = open_writers(["overlay"], str(tmp_path), info)
+    for f in frames:
+        writer.write(f)
+    assert not any(p.name.endswith(".png") for p in tmp_path.iterdir())  # moved into place at close
+    writer.close()
+    assert sorted(os.listdir(tmp_path)) == ["cat.overlay.png", "dog.overlay.png", "sofa.overlay.png"]
+    for f in frames:
+        with Image.open(tmp_path / f"{f.name}.overlay.png") as im:
+            assert im.mode == "RGB" and np.array_equal(np.array(im), render_overlay(f))
+
+    (writer,) = open_writers(["overlay"], str(tmp_path / "one.png"), info)  # -o FILE: exactly one image
+    writer.write(frames[0])
+    with pytest.raises(UsageError, match="one image"):
+        writer.write(frames[1])
+    writer.abort()
+    assert not (tmp_path / "one.png").exists()
+    with pytest.raises(UsageError, match="PNG"):
+        open_writers(["overlay"], str(tmp_path / "one.mp4"), info)

@@ -19,18 +19,46 @@
   formats: a folder (created if needed); each format writes its default name inside it
   (``Writer.default_name``, e.g. ``<dir>/<name>.jsonl``, ``<dir>/<name>/00000.png`` for davis).
 - otherwise a file: only with exactly one single-file format (not davis / panoptic).
+
+Safety (checked by ``open_writers`` before any model work): no output may be, contain or
+replace one of ``inputs``; a davis / panoptic folder that already exists is replaced only if
+it holds nothing but what segcli wrote there; temp files that dead segcli processes left
+beside the targets are removed; a failure to write (disk full...) is an OutputError naming the
+path. Two inputs with the same file stem are refused by the per-frame formats (davis,
+panoptic, image overlays) instead of one overwriting the other.
+
+Frame numbering, the one rule of every format
+---------------------------------------------
+
+Frame numbers are the source's frame numbers everywhere. ``FrameResult.index`` is the frame's
+index in the source: with ``--start 5`` the first result is frame 5, and frames that are not
+processed (before ``--start``, or skipped, e.g. a future ``--every 5``: 0, 5, 10...) leave gaps.
+``FrameResult.pts`` is the frame's source presentation time in seconds.
+
+- ``jsonl``: ``frame`` = the index, ``pts`` = the source pts.
+- ``davis`` and ``panoptic``: PNG names = the index zero-padded to 5 digits (``00005.png``)
+  for video frames, the source file stem for images and image folders.
+- ``coco-rle``: ``image_id`` of a video frame = the index (unless a dataset JSON lists the
+  frame's file with another id); images: the dataset JSON's id, else a numeric stem
+  (``000000000139.jpg`` -> 139), else the position in the run.
+- ``ytvis``: ``segmentations[k]`` is source frame ``k``, ``null`` for frames not processed,
+  so the list has last index + 1 items (or the dataset JSON's video length when it gives one).
+- ``mask-video`` and ``overlay``: each frame's timestamp is its source pts, so it agrees with
+  jsonl's ``pts`` (frames without pts, from image folders, are placed at index / fps).
+- ``summary``: ``first_frame`` / ``last_frame`` are indices; ``frames`` counts processed frames.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from segcli.errors import OutputError, UsageError
-from segcli.io.base import Writer, WriterOptions
+from segcli.io.base import Writer, WriterOptions, check_not_input, check_replaceable, remove_stale_temps
 from segcli.io.coco_rle import CocoRleWriter
+from segcli.io.dataset import Dataset
 from segcli.io.davis import DavisWriter
 from segcli.io.jsonl import JsonlWriter
 from segcli.io.mask_video import MaskVideoWriter
@@ -49,7 +77,7 @@ FORMATS: tuple[str, ...] = tuple(WRITERS)
 STDOUT_FORMATS: tuple[str, ...] = tuple(name for name, cls in WRITERS.items() if cls.stdout)
 DEFAULT_FORMAT = "jsonl"
 
-__all__ = ["FORMATS", "STDOUT_FORMATS", "DEFAULT_FORMAT", "WRITERS", "Writer", "WriterOptions",
+__all__ = ["FORMATS", "STDOUT_FORMATS", "DEFAULT_FORMAT", "WRITERS", "Writer", "WriterOptions", "Dataset",
            "parse_formats", "open_writers", "close_writers", "abort_writers"]
 
 
@@ -112,18 +140,37 @@ def _stdout_writers(names: list[str], output: str | None, info: VideoInfo, optio
 
 def open_writers(formats: list[str], output: str | None, info: VideoInfo, *,
                  category_ids: Sequence[int] | Mapping[int, int] | None = None,
-                 video_id: int | str = 1) -> list[Writer]:
+                 video_id: int | None = None,
+                 dataset: Dataset | str | os.PathLike | None = None,
+                 davis_max_objects: int | None = None,
+                 inputs: Sequence[str | os.PathLike] = (),
+                 notice: Callable[[str], None] | None = None) -> list[Writer]:
     """Create the writers for ``formats`` at ``output`` (see the module docstring).
 
     Checks up front (before any model work) that every output location can be written,
     creating missing folders; nothing is written at a final path before ``close()``.
-    ``category_ids``: dataset category ids of the vocabulary (default: 1-based index);
-    ``video_id``: the YouTube-VIS video id.
 
-    Raises UsageError (unknown format, format/output mismatch) or OutputError (unwritable).
+    - ``category_ids``: dataset category ids of the vocabulary (default: the dataset JSON's ids
+      of the class names when a dataset is given, else the 1-based index);
+    - ``video_id``: the YouTube-VIS video id (default: the dataset JSON's, else 1);
+    - ``dataset``: a Dataset or the path of a COCO / COCO-panoptic / YouTube-VIS JSON whose
+      image, video and category ids the results use (segcli.io.dataset);
+    - ``davis_max_objects``: at most this many objects in davis PNGs (the first to appear);
+    - ``inputs``: the run's input paths (videos, image files or folders, prompt masks): an
+      output that is, contains or would replace one of them is refused;
+    - ``notice``: callable for one-line notices (default: stderr).
+
+    Raises UsageError (unknown format, format/output mismatch, classes or video not in the
+    dataset JSON) or OutputError (unwritable, an input in the way, a folder segcli did not
+    write in the way); InputNotFoundError / UnreadableInputError for a bad dataset JSON.
     """
     names = parse_formats(formats) or [DEFAULT_FORMAT]
-    options = WriterOptions(category_ids=category_ids, video_id=video_id)
+    if dataset is not None and not isinstance(dataset, Dataset):
+        dataset = Dataset.load(dataset)
+    if category_ids is None and dataset is not None and dataset.categories and info.classes:
+        category_ids = dataset.category_ids_for(info.classes)
+    options = WriterOptions(category_ids=category_ids, video_id=video_id, dataset=dataset,
+                            davis_max_objects=davis_max_objects, inputs=tuple(inputs), notice=notice)
     if output is None or output == "-":
         return _stdout_writers(names, output, info, options)
 
@@ -148,7 +195,17 @@ def open_writers(formats: list[str], output: str | None, info: VideoInfo, *,
     else:
         writers = [WRITERS[names[0]](path, info, options)]
     for writer in writers:
+        for target in writer.targets:
+            check_not_input(target, options.inputs)
+    swept: set[Path] = set()
+    for writer in writers:
         _check_writable(writer)
+        for target in writer.targets:
+            if target.parent not in swept:
+                swept.add(target.parent)
+                remove_stale_temps(target.parent)
+            if writer.is_dir:
+                check_replaceable(target)
     return writers
 
 

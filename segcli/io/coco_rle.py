@@ -1,11 +1,17 @@
 """``coco-rle``: COCO instance results JSON, one object per segment and frame (streamed).
 
-    [{"image_id": 0, "id": 1, "category_id": 3, "score": 0.91,
+    [{"image_id": 139, "id": 1, "category_id": 3, "score": 0.91,
       "segmentation": {"size": [h, w], "counts": "..."}}, ...]
 
-``image_id`` is the frame index, ``id`` the track id (note: ``COCO.loadRes`` renumbers
-``id``; the file keeps the track id), ``category_id`` follows the CategoryMap. Objects are
-written frame by frame, one per line.
+``image_id`` (``ids.ImageIds``): the id the dataset JSON gives the image's file name when one
+is given (``WriterOptions.dataset``, e.g. the ground truth ``instances_val2017.json``);
+otherwise, for images, the number of a numeric file stem (``000000000139.jpg`` -> 139, which
+is COCO's own id) or else the image's position in the run; for video frames the source frame
+number (``FrameResult.index``). ``COCO.loadRes`` refuses results whose image ids are not the
+ground truth's, so give the dataset JSON whenever file names are not COCO's.
+
+``id`` is the track id (``COCO.loadRes`` renumbers ``id``; the file keeps the track id),
+``category_id`` follows the CategoryMap. Objects are written frame by frame, one per line.
 
 No ``bbox`` on purpose: when a result has one, ``COCO.loadRes`` takes the *box* area as the
 instance area (``area = w * h``), which changes the small/medium/large split of mask AP
@@ -16,7 +22,7 @@ computes ``area`` and ``bbox`` from the RLE (``mask.area`` / ``mask.toBbox``).
 from __future__ import annotations
 
 from segcli.io.base import Writer, dumps
-from segcli.io.rle import encode_mask
+from segcli.io.ids import ImageIds
 from segcli.results import FrameResult
 
 
@@ -29,15 +35,17 @@ class CocoRleWriter(Writer):
         super().__init__(*args, **kwargs)
         self._sink = self.text_sink()
         self._count = 0
+        self._image_ids = ImageIds(self.info, self.options.dataset, self.format_name)
 
     def _write(self, frame: FrameResult) -> None:
+        image_id = self._image_ids(frame)
         for seg in frame.segments:
             record = {
-                "image_id": int(frame.index),
+                "image_id": image_id,
                 "id": int(seg.id),
                 "category_id": self.categories(seg.category),
                 "score": float(seg.score),
-                "segmentation": encode_mask(seg.mask),
+                "segmentation": seg.rle,
             }
             self._sink.write(("," if self._count else "[") + "\n" + dumps(record))
             self._count += 1

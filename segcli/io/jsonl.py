@@ -4,15 +4,16 @@
      "objects": [{"id": 1, "category_id": 3, "label": "car", "score": 0.91, "isthing": true,
                   "bbox": [x, y, w, h], "area": 1234, "rle": {"size": [h, w], "counts": "..."}}]}
 
-``category_id`` follows the writer's CategoryMap (1-based by default, 0 when class-agnostic);
-``pts`` is seconds rounded to microseconds (null for images); ``bbox`` is the tight integer
-box of the mask. Every frame gets a line, also frames without objects.
+``frame`` is the source frame number (FrameResult.index: with ``--start 5`` the first line
+is frame 5) and ``pts`` its source time in seconds, rounded to microseconds (null for images),
+the same numbers the other formats use. ``category_id`` follows the writer's CategoryMap
+(1-based by default, 0 when class-agnostic); ``bbox`` is the tight integer box of the mask.
+Every processed frame gets a line, also frames without objects.
 """
 
 from __future__ import annotations
 
 from segcli.io.base import Writer, dumps
-from segcli.io.rle import encode_mask
 from segcli.results import FrameResult, Segment
 
 
@@ -25,7 +26,7 @@ def segment_record(seg: Segment, category_id: int) -> dict:
         "isthing": bool(seg.isthing),
         "bbox": seg.bbox_xywh,
         "area": seg.area,
-        "rle": encode_mask(seg.mask),
+        "rle": seg.rle,
     }
 
 

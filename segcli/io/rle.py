@@ -18,6 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from segcli.results import FrameResult, Segment
+from segcli.results import paint_order as _paint_order
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -71,11 +72,12 @@ def mask_bbox(mask: np.ndarray) -> list[int]:
 def paint_order(frame: FrameResult) -> list[Segment]:
     """Segments in painting order: lower scores first, so where masks overlap the
     higher-scoring segment ends on top (ties: the higher id ends on top)."""
-    return sorted(frame.segments, key=lambda s: (float(s.score), s.id))
+    return _paint_order(frame.segments)
 
 
 def id_map(frame: FrameResult, max_id: int = 2**32 - 1) -> np.ndarray:
-    """Render a frame's segments into one HxW map of track ids (0 = background).
+    """The frame's HxW map of track ids (0 = background), shared by every writer
+    (``FrameResult.id_map``: painted once per frame, read-only).
 
     The dtype is the smallest of uint8/uint16/uint32 holding the largest id present.
     Raises ValueError when an id exceeds ``max_id``.
@@ -83,10 +85,16 @@ def id_map(frame: FrameResult, max_id: int = 2**32 - 1) -> np.ndarray:
     top = max((s.id for s in frame.segments), default=0)
     if top > max_id:
         raise ValueError(f"track id {top} does not fit this format (largest allowed id: {max_id})")
-    dtype = np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32
-    out = np.zeros((frame.height, frame.width), dtype=dtype)
-    for seg in paint_order(frame):
-        out[seg.mask] = seg.id
+    return frame.id_map()
+
+
+def paint_ids(height: int, width: int, segments: list[Segment], values: list[int], dtype=np.uint8) -> np.ndarray:
+    """Paint ``segments`` (in paint order) with ``values[i]`` for ``segments[i]``: for maps that
+    use other values than the track ids or only some of the segments."""
+    out = np.zeros((height, width), dtype=dtype)
+    value_of = {id(s): v for s, v in zip(segments, values)}
+    for seg in _paint_order(segments):
+        out[seg.mask] = value_of[id(seg)]
     return out
 
 

@@ -4,13 +4,17 @@ JSON::
 
     {"video": "street", "task": "vps", "width": 320, "height": 192, "fps": 25.0, "frames": 60,
      "tracks": [{"id": 1, "label": "car", "category_id": 3, "score": 0.91, "first_frame": 0,
-                 "last_frame": 59, "frames": 60, "mean_area": 812.5}]}
+                 "last_frame": 59, "frames": 60, "mean_area": 812.5, "davis_index": 1}]}
 
 - ``score``: mean of the track's per-frame scores over the frames where it is present
   (listed in FrameResult.segments); ``frames``: how many frames that is.
 - ``label``/``category_id``: the class the track has on most of its frames (ties: the first
   class of the vocabulary).
-- ``first_frame``/``last_frame``: FrameResult.index values. Tracks are sorted by id.
+- ``first_frame``/``last_frame``: source frame numbers (FrameResult.index); ``frames``: how
+  many processed frames the track is on. Tracks are sorted by id.
+- ``davis_index``: the object's index in davis PNGs (``ids.DavisIndexer``, computed from the
+  same frames the same way: vos keeps the given ids, other tasks number objects 1..K by first
+  appearance); null for an object davis leaves out (beyond ``davis_max_objects`` or 255).
 
 Text: an aligned table for people. Where it goes: on stdout (``-o -``) the text table; ``-o
 FILE`` gives the text table when FILE ends in ``.txt``, JSON otherwise; ``-o DIR`` writes both
@@ -22,7 +26,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from segcli.io.base import FileSink, TextSink, TrackScores, Writer, WriterOptions
+from segcli.io.base import TextSink, TrackScores, Writer, WriterOptions
+from segcli.io.ids import DavisIndexer
 from segcli.results import FrameResult, VideoInfo
 
 
@@ -52,13 +57,14 @@ class SummaryWriter(Writer):
         super().__init__(*args, **kwargs)
         self.text_path = None if text_path is None else Path(text_path)
         self._tracks = TrackScores()
+        self._davis = DavisIndexer(self.info.task, self.options.davis_max_objects, strict=False)
         self._sinks: list[tuple[TextSink, str]] = []
         if self.target is None:
             self._sinks.append((self.text_sink(), "text"))
         else:
-            self._sinks.append((FileSink(self.target), "text" if self.target.suffix == ".txt" else "json"))
+            self._sinks.append((self.text_sink(self.target), "text" if self.target.suffix == ".txt" else "json"))
             if self.text_path is not None:
-                self._sinks.append((FileSink(self.text_path), "text"))
+                self._sinks.append((self.text_sink(self.text_path), "text"))
 
     @classmethod
     def for_directory(cls, directory: Path, info: VideoInfo, options: WriterOptions | None = None):
@@ -70,6 +76,7 @@ class SummaryWriter(Writer):
         return super().targets + ([self.text_path] if self.text_path is not None else [])
 
     def _write(self, frame: FrameResult) -> None:
+        self._davis.assign(frame)
         for seg in frame.segments:
             self._tracks.add(int(seg.id), int(frame.index), seg)
 
@@ -88,6 +95,7 @@ class SummaryWriter(Writer):
                 "last_frame": st["last"],
                 "frames": st["frames"],
                 "mean_area": st["area"] / st["frames"],
+                "davis_index": self._davis.index_of.get(track_id),
             })
         return {"video": self.info.name, "task": self.info.task, "width": self.info.width,
                 "height": self.info.height, "fps": self.info.fps, "frames": self.frames_written,
