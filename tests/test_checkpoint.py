@@ -9,7 +9,17 @@ import torch
 
 from segcli.errors import WeightsError
 from segcli.model.backbone import CLIPConvNeXt
-from segcli.model.checkpoint import PROMPT_KEYS, clip_to_backbone, load_into, load_weights, read_state_dict
+from segcli.model.checkpoint import (
+    PROMPT_KEYS,
+    clip_to_backbone,
+    load_into,
+    load_weights,
+    model_folder_config,
+    read_model_config,
+    read_state_dict,
+    read_tensor_shapes,
+    sniff_format,
+)
 from segcli.model.config import BackboneConfig, HeadConfig, OMGSegConfig
 from segcli.model.omgseg import OMGSeg
 
@@ -51,6 +61,86 @@ def test_mmengine_wrapped_and_bare_head_files(tmp_path):
     load_weights(fresh, tmp_path / "bare.pth", clip=tmp_path / "clip.bin")
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, state[k]), k
+
+
+def _open_clip_names(backbone):
+    clip = {}
+    for k, v in backbone.items():
+        k = k.removeprefix("backbone.")
+        if k.startswith("layer"):
+            i, rest = k[len("layer"):].split(".", 1)
+            clip[f"visual.trunk.stages.{int(i) - 1}.{rest}"] = v
+        elif k.startswith("stem."):
+            clip["visual.trunk." + k] = v
+        elif k.startswith("head.0."):
+            clip["visual.trunk.head." + k[len("head.0."):]] = v
+        else:
+            clip["visual.head." + k[len("head.1."):]] = v
+    return clip
+
+
+def test_clip_safetensors_loads_like_the_bin(tmp_path, monkeypatch):
+    """open_clip_pytorch_model.safetensors has the keys of the .bin; only its visual.* tensors are read."""
+    from safetensors.torch import save_file
+
+    model = OMGSeg(TINY)
+    state = model.state_dict()
+    torch.save({k: v for k, v in state.items() if k.startswith("panoptic_head.")}, tmp_path / "head.pth")
+    clip = _open_clip_names({k: v for k, v in state.items() if k.startswith("backbone.")})
+    clip["token_embedding.weight"] = torch.zeros(3, 4)
+    clip["logit_scale"] = torch.tensor(4.6)
+    save_file({k: v.contiguous() for k, v in clip.items()}, str(tmp_path / "open_clip_pytorch_model.safetensors"))
+    torch.save(clip, tmp_path / "open_clip_pytorch_model.bin")
+    for name in ("open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin"):
+        fresh = OMGSeg(TINY)
+        load_weights(fresh, tmp_path / "head.pth", clip=tmp_path / name)
+        for k, v in fresh.state_dict().items():
+            assert torch.equal(v, state[k]), (name, k)
+    visual = read_state_dict(tmp_path / "open_clip_pytorch_model.safetensors",
+                             select=lambda k: k.startswith("visual."))
+    assert "token_embedding.weight" not in visual and len(visual) == len(clip) - 2
+    shapes = read_tensor_shapes(tmp_path / "open_clip_pytorch_model.safetensors")
+    assert shapes["token_embedding.weight"] == (3, 4) and shapes["logit_scale"] == ()
+    assert read_tensor_shapes(tmp_path / "open_clip_pytorch_model.bin") == shapes
+    assert sniff_format(tmp_path / "open_clip_pytorch_model.safetensors") == "safetensors"
+    assert sniff_format(tmp_path / "open_clip_pytorch_model.bin") == "torch"
+    (tmp_path / "text.txt").write_text("hello")
+    assert sniff_format(tmp_path / "text.txt") == "unknown"
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    assert sniff_format(legacy) == "torch" and torch.equal(read_state_dict(legacy)["w"], torch.ones(2))
+
+
+def test_read_model_config(tmp_path):
+    path = tmp_path / "config.json"
+    for content, match in ((None, "is missing"), (b"", "is empty"), (b"  \n", "is empty"),
+                           (b"{garbage", "is not valid JSON"), (b'"text"', "JSON str"), (b"\xff", "cannot read")):
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(WeightsError, match=match) as info:
+            read_model_config(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    path.write_text('{"a": 1}')
+    assert read_model_config(path) == {"a": 1}
+    with pytest.raises(WeightsError, match="lacks the setting 'backbone'"):
+        model_folder_config(tmp_path)
+
+
+def test_model_folder_config(tmp_path, bundle):
+    import json
+
+    cfg, raw = model_folder_config(bundle.path)
+    assert cfg.head.num_queries == raw["head"]["num_queries"]
+    broken = dict(raw)
+    broken["classes"] = {**raw["classes"], "stuff": "sky"}
+    (tmp_path / "config.json").write_text(json.dumps(broken))
+    with pytest.raises(WeightsError, match="classes.stuff must be a list"):
+        model_folder_config(tmp_path)
+    broken = json.loads(json.dumps(raw))
+    broken["head"]["num_queries"] = "many"
+    (tmp_path / "config.json").write_text(json.dumps(broken))
+    with pytest.raises(WeightsError, match="malformed model setting"):
+        model_folder_config(tmp_path)
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path):

@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from segcli.commands.vocab import app as vocab_app
-from segcli.errors import UsageError, WeightsError
-from segcli.vocab import cache, text
+from segcli.errors import InputNotFoundError, UsageError, VocabularyError, WeightsError
+from segcli.vocab import cache, load_embeddings, text
 from segcli.vocab.parse import Vocabulary, from_official, parse_vocab
 
 
@@ -176,9 +176,14 @@ def test_cli_embed_and_list(golden, home, tmp_path):
     result = runner.invoke(vocab_app, [*args, "--vocab-file", str(vocab_file)])
     assert result.exit_code == 0, result.output
     assert "computed" in result.stderr and result.stdout == ""
-    emb, loaded = cache.load_embeddings(out)
+    loaded, emb = load_embeddings(out, embed_dim=bundle.config["text_tower"]["embed_dim"])
     assert loaded.classes == vocab.classes and loaded.num_things == vocab.num_things
     np.testing.assert_allclose(emb.numpy(), bundle.outputs["cls_embed_file"], atol=1e-5)
+    k = len(vocab)
+    assert f"{k} classes ({vocab.num_things} things, {vocab.num_stuff} stuff)" in result.stderr
+    result = runner.invoke(vocab_app, ["show", "--embeddings", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{k} classes" in result.stderr and vocab.classes[0][0] in result.stdout
 
     result = runner.invoke(vocab_app, [*args, "--vocab-file", str(vocab_file)])
     assert result.exit_code == 0 and "from cache" in result.stderr
@@ -191,6 +196,12 @@ def test_cli_embed_and_list(golden, home, tmp_path):
     assert result.exit_code == 0 and "cityscapes" in result.stdout and "133" in result.stdout
     result = runner.invoke(vocab_app, ["show", "--vocab", "dog|puppy,stuff:sky", "--seen"])
     assert result.exit_code == 0 and "puppy" in result.stdout and "stuff" in result.stdout
+    assert "2 classes (1 thing, 1 stuff)" in " ".join(result.stdout.split())  # the title may wrap
+
+    one = tmp_path / "one.safetensors"
+    result = runner.invoke(vocab_app, ["embed", "--weights", str(bundle.path), "-o", str(one), "--vocab", "dog"])
+    assert result.exit_code == 0, result.output
+    assert "1 class (1 thing, 0 stuff), 1 synonym slot," in result.stderr
 
 
 def test_tower_equals_open_clip_encode_text(golden):
@@ -211,3 +222,105 @@ def test_tower_equals_open_clip_encode_text(golden):
     with torch.no_grad():
         torch.testing.assert_close(tower.encode_tokens(tokens), clip.encode_text(tokens, normalize=False),
                                    rtol=0, atol=0)
+
+
+# ---- the class-embeddings file (`segcli vocab embed -o FILE`) ---------------------------------------
+
+def test_embeddings_file_round_trip(tmp_path):
+    from segcli.vocab.datasets import dataset_vocabulary
+
+    vocab = dataset_vocabulary("cityscapes")  # things + stuff, category ids, a dataset name
+    emb = torch.nn.functional.normalize(torch.randn(len(vocab), 1, 24), dim=-1)
+    path = tmp_path / "city.safetensors"
+    cache.save_embeddings(path, emb, vocab, text_model="clip-x|weights-sha256:abc")
+    loaded, tensor = load_embeddings(path)
+    assert loaded == vocab and loaded.category_ids == vocab.category_ids and loaded.name == "cityscapes"
+    assert tensor.dtype == torch.float32
+    torch.testing.assert_close(tensor, emb, rtol=0, atol=0)
+    synonyms = parse_vocab("dog|puppy|hound,stuff:sky")
+    emb = torch.randn(2, 3, 8)
+    cache.save_embeddings(path, emb, synonyms)
+    loaded, tensor = load_embeddings(path, embed_dim=8)
+    assert loaded.classes == [["dog", "puppy", "hound"], ["sky"]] and loaded.num_things == 1
+    assert loaded.category_ids is None and loaded.name is None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta["format"] == "segcli-class-embeddings" and meta["num_classes"] == "2" and meta["embed_dim"] == "8"
+
+
+def test_bad_embeddings_files(tmp_path):
+    from safetensors.torch import save_file
+
+    vocab = parse_vocab("dog,cat")
+    good = tmp_path / "good.safetensors"
+    cache.save_embeddings(good, torch.randn(2, 1, 8), vocab)
+    with pytest.raises(InputNotFoundError, match="class-embeddings file not found"):
+        load_embeddings(tmp_path / "missing.safetensors")
+
+    def refused(path, match):
+        with pytest.raises(VocabularyError, match=match) as info:
+            load_embeddings(path)
+        assert info.value.exit_code == 8 and "\n" not in str(info.value)
+
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not safetensors at all")
+    refused(garbage, "is not a segcli class-embeddings file")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-7])
+    refused(truncated, "is not a segcli class-embeddings file")
+    bare = tmp_path / "bare.safetensors"
+    save_file({"class_embeddings": torch.randn(2, 1, 8)}, str(bare))
+    refused(bare, "no format 'segcli-class-embeddings'")
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(1)}, str(other), metadata={"format": "segcli-class-embeddings"})
+    refused(other, "no 'class_embeddings' tensor")
+    meta = {"format": "segcli-class-embeddings", "version": "1", "classes": '[["dog"], ["cat"]]', "num_things": "2"}
+    wrong_k = tmp_path / "k.safetensors"
+    save_file({"class_embeddings": torch.randn(3, 1, 8)}, str(wrong_k), metadata=meta)
+    refused(wrong_k, r"shape \(3, 1, 8\) do not fit 2 classes")
+    no_things = tmp_path / "t.safetensors"
+    save_file({"class_embeddings": torch.randn(2, 1, 8)}, str(no_things),
+              metadata={k: v for k, v in meta.items() if k != "num_things"})
+    refused(no_things, "lacks 'num_things'")
+    bad_json = tmp_path / "j.safetensors"
+    save_file({"class_embeddings": torch.randn(2, 1, 8)}, str(bad_json), metadata={**meta, "classes": "[[dog"})
+    refused(bad_json, "malformed metadata")
+    future = tmp_path / "v.safetensors"
+    save_file({"class_embeddings": torch.randn(2, 1, 8)}, str(future), metadata={**meta, "version": "99"})
+    refused(future, "version '99'")
+    nan = tmp_path / "nan.safetensors"
+    save_file({"class_embeddings": torch.full((2, 1, 8), float("nan"))}, str(nan), metadata=meta)
+    refused(nan, "not finite")
+    with pytest.raises(VocabularyError, match="embeddings have 8 dims, this model needs 768"):
+        load_embeddings(good, embed_dim=768)
+    with pytest.raises(VocabularyError, match="do not fit 3 classes"):
+        cache.save_embeddings(tmp_path / "x.safetensors", torch.randn(2, 1, 8), parse_vocab("a,b,c"))
+    result = CliRunner().invoke(vocab_app, ["show", "--embeddings", str(garbage)])
+    assert isinstance(result.exception, VocabularyError)
+    result = CliRunner().invoke(vocab_app, ["show", "--embeddings", str(good), "--vocab", "a"])
+    assert isinstance(result.exception, UsageError)
+
+
+def test_broken_model_folder_is_a_weights_error(tmp_path, bundle):
+    """Garbage / empty config.json or a truncated text_tower.safetensors: one WeightsError line naming the file."""
+    import shutil
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(bundle.path / "config.json", folder / "config.json")
+    (folder / "text_tower.safetensors").write_bytes((bundle.path / "text_tower.safetensors").read_bytes()[:100000])
+    source = text.text_source_from_bundle(folder)
+    with pytest.raises(WeightsError) as info:
+        text.build_text_tower(source)
+    assert str(folder / "text_tower.safetensors") in str(info.value) and "\n" not in str(info.value)
+    for content, match in ((b"", "is empty"), (b"{not json", "is not valid JSON"), (b"[1, 2]", "JSON list"),
+                           (b"\xff\xfe", "cannot read")):
+        (folder / "config.json").write_bytes(content)
+        with pytest.raises(WeightsError, match=match) as info:
+            text.text_source_from_bundle(folder)
+        assert str(folder / "config.json") in str(info.value)
+    (folder / "config.json").write_text('{"text_tower": {"open_clip_text_cfg": {}, "embed_dim": "wide"}}')
+    with pytest.raises(WeightsError, match="embed_dim is not a number"):
+        text.text_source_from_bundle(folder)

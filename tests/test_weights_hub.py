@@ -3,16 +3,27 @@
 The imitation answers `HEAD/GET /{org}/{repo}/resolve/{revision}/{filename}` the way
 huggingface_hub's `hf_hub_download` needs: `X-Repo-Commit` (commit of the revision), `ETag`
 (here the sha256, as the Hub does for LFS files), `Content-Length`, and `Range: bytes=N-` on GET
-(206 + `Content-Range`). It can drop the connection half-way through the first GET of a file.
+(206 + `Content-Range`). It can drop the connection half-way through the first GET of a file,
+publish a wrong sha256 (`etag`), or answer with an error status (`status`).
+
+An unreachable hub is imitated on loopback too: a closed port (connection refused), a listening
+socket whose accept queue is full (the connection never opens: connect timeout), and one that
+accepts but never answers (read timeout).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -20,6 +31,9 @@ from typer.testing import CliRunner
 from segcli import weights as W
 from segcli.commands.weights import app as weights_app
 from segcli.errors import DownloadError, WeightsError
+from segcli.weights import hub as H
+
+REPO = Path(__file__).resolve().parents[1]
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 PATH_RE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>[^?]+)")
@@ -31,6 +45,8 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.drop_first_get: set[tuple[str, str]] = set()
         self._dropped: set[tuple[str, str]] = set()
+        self.etag: dict[tuple[str, str], str] = {}  # a published sha256 other than the bytes' own
+        self.status: dict[tuple[str, str], int] = {}  # answer this status instead
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +59,11 @@ class FakeHub:
                 hub.requests.append((self.command, self.path, self.headers.get("Range")))
                 match = PATH_RE.match(self.path)
                 key = (match["repo"], match["file"]) if match else None
+                if key in hub.status:
+                    self.send_response(hub.status[key])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None, None
                 if key not in hub.files:
                     self.send_response(404)
                     self.send_header("X-Error-Code", "EntryNotFound")
@@ -54,7 +75,9 @@ class FakeHub:
 
             def _common_headers(self, data):
                 self.send_header("X-Repo-Commit", COMMIT)
-                self.send_header("ETag", '"%s"' % hashlib.sha256(data).hexdigest())
+                key = PATH_RE.match(self.path)
+                etag = hub.etag.get((key["repo"], key["file"])) or hashlib.sha256(data).hexdigest()
+                self.send_header("ETag", '"%s"' % etag)
                 self.send_header("Accept-Ranges", "bytes")
 
             def do_HEAD(self):
@@ -152,7 +175,9 @@ def _blobs(tmp_path):
 
 
 def test_pull_downloads_and_verifies(hub, tmp_path):
-    paths = W.pull("test-model", progress=False)
+    started = []
+    paths = W.pull("test-model", progress=False, on_download=lambda f: started.append(f.id))
+    assert started == ["test-head", "test-clip"]
     assert set(paths) == {"head", "clip"}
     assert paths["head"].read_bytes() == HEAD_BYTES
     assert paths["clip"].read_bytes() == CLIP_BYTES
@@ -189,17 +214,38 @@ def test_pull_resumes_after_interrupted_transfer(hub, monkeypatch):
     assert 0 < resumed_at <= len(HEAD_BYTES) // 2
 
 
-def test_checksum_mismatch_rejects_and_removes(hub, tmp_path):
+def test_published_sha256_that_differs_from_the_registry_stops_before_downloading(hub, tmp_path):
     with pytest.raises(DownloadError) as info:
         W.pull("test-bad", progress=False)
     message = str(info.value)
-    assert "expected sha256 " + "0" * 64 in message
-    assert "got " + hashlib.sha256(HEAD_BYTES).hexdigest() in message
-    assert "removed" in message
+    assert info.value.exit_code == 9 and "\n" not in message
+    assert f"has sha256 {hashlib.sha256(HEAD_BYTES).hexdigest()} on the hub" in message
+    assert "pinned in segcli's registry is " + "0" * 64 in message
+    assert "nothing was downloaded" in message
+    assert hub.count("GET") == 0
     assert _blobs(tmp_path) == []
-    assert not [p for p in (tmp_path / "hf").rglob("*") if p.is_symlink() or p.name.endswith(".incomplete")]
     with pytest.raises(WeightsError, match="missing weights file head.pth"):
         W.resolve("test-bad")
+
+
+def test_downloaded_bytes_that_differ_are_rejected_and_removed(hub, tmp_path):
+    # the hub publishes the right sha256 but serves other bytes (a corrupting proxy, say)
+    hub.files[("test-org/omg", "head.pth")] = HEAD_BYTES[:-1] + b"!"
+    hub.etag[("test-org/omg", "head.pth")] = hashlib.sha256(HEAD_BYTES).hexdigest()
+    with pytest.raises(DownloadError) as info:
+        W.pull("test-head", progress=False)
+    message = str(info.value)
+    assert "expected sha256 " + hashlib.sha256(HEAD_BYTES).hexdigest() in message
+    assert "got " + hashlib.sha256(HEAD_BYTES[:-1] + b"!").hexdigest() in message
+    assert "removed" in message and "\n" not in message
+    assert _blobs(tmp_path) == []
+    assert not [p for p in (tmp_path / "hf").rglob("*") if p.is_symlink() or p.name.endswith(".incomplete")]
+    # unpinned file: the hub's published sha256 is what the bytes must have
+    hub.etag[("test-org/clip", "open_clip_pytorch_model.bin")] = "1" * 64
+    with pytest.raises(DownloadError, match="the hub publishes sha256 1{64}, the downloaded bytes have"):
+        W.pull("test-clip", progress=False)
+    assert _blobs(tmp_path) == []
+    assert not (tmp_path / "segcli" / "checksums.json").exists()  # nothing recorded for a bad download
 
 
 def test_offline_mode_never_contacts_server(hub, monkeypatch):
@@ -266,3 +312,193 @@ def test_recorded_checksum_guards_later_downloads(hub, tmp_path):
     message = str(info.value)
     assert hashlib.sha256(CLIP_BYTES).hexdigest() in message and "checksums.json" in message
     assert _blobs(tmp_path) == []
+
+
+def test_fallback_file_is_downloaded_when_the_hub_lacks_the_preferred_one(hub, tmp_path, monkeypatch):
+    registry = json.loads(Path(os.environ["SEGCLI_REGISTRY"]).read_text())
+    registry["files"]["test-st"] = {"repo": "test-org/clip", "filename": "open_clip_pytorch_model.safetensors",
+                                    "fallback": "test-clip"}
+    registry["models"]["test-model"]["files"]["clip"] = "test-st"
+    Path(os.environ["SEGCLI_REGISTRY"]).write_text(json.dumps(registry))
+    paths = W.pull("test-model", progress=False)
+    assert paths["clip"].name == "open_clip_pytorch_model.bin" and paths["clip"].read_bytes() == CLIP_BYTES
+    assert W.resolve("test-model") == paths
+    assert W.is_present("test-st") == {"test-st": True}
+    # once the hub has it, a forced pull takes the preferred file
+    hub.files[("test-org/clip", "open_clip_pytorch_model.safetensors")] = b"safetensors bytes"
+    assert W.pull("test-st", progress=False, force=True)["test-st"].name == "open_clip_pytorch_model.safetensors"
+    assert W.resolve("test-model")["clip"].name == "open_clip_pytorch_model.safetensors"
+
+
+# ---- an unreachable hub -------------------------------------------------------------------------
+
+ALTERNATIVES = ("segcli weights import FILE", "--weights DIR", "HF_HUB_OFFLINE=1")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def unreachable(hub, monkeypatch):
+    """The hub fixture's registry and cache, with HF_ENDPOINT pointing at a closed loopback port."""
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    return hub
+
+
+def assert_unreachable_message(message: str):
+    assert "\n" not in message
+    assert message.startswith("cannot reach the Hugging Face Hub to download http://127.0.0.1:")
+    for alternative in ALTERNATIVES:
+        assert alternative in message
+
+
+def test_closed_port_fails_at_once_with_one_line(unreachable, capfd, caplog):
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        W.pull("test-model", progress=False, on_download=lambda f: pytest.fail("no download may start"))
+    elapsed = time.monotonic() - start
+    assert elapsed < 2.0, f"took {elapsed:.1f} s"
+    assert info.value.exit_code == 9
+    assert_unreachable_message(str(info.value))
+    assert "(Connection refused)" in str(info.value)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""  # no retry warnings of huggingface_hub
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub")]
+
+
+def test_connect_timeout_is_short(hub, monkeypatch):
+    """A hub whose connections never open (accept queue full: the SYN is dropped) fails after
+    CONNECT_TIMEOUT, not after huggingface_hub's minute of retries."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(H, "CONNECT_TIMEOUT", 0.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(DownloadError) as info:
+            W.pull("test-head", progress=False)
+        elapsed = time.monotonic() - start
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
+    assert elapsed < 3.0, f"took {elapsed:.1f} s"
+    assert_unreachable_message(str(info.value))
+    assert "within 0.5 s" in str(info.value)
+
+
+def test_dns_that_never_answers_is_cut_short(hub, monkeypatch):
+    """The system resolver has no timeout of its own: a lookup that hangs stops after CONNECT_TIMEOUT."""
+    real = socket.getaddrinfo
+    released = threading.Event()
+
+    def hanging(host, *args, **kwargs):
+        if host == "hub.example.invalid":
+            released.wait(10)
+            raise socket.gaierror(-3, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.example.invalid")
+    monkeypatch.setattr(H, "CONNECT_TIMEOUT", 0.5)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        start = time.monotonic()
+        with pytest.raises(DownloadError) as info:
+            W.pull("test-head", progress=False)
+        elapsed = time.monotonic() - start
+    finally:
+        released.set()
+    assert elapsed < 3.0, f"took {elapsed:.1f} s"
+    assert "could not resolve hub.example.invalid within 0.5 s" in str(info.value)
+    assert "segcli weights import FILE" in str(info.value) and hub.count() == 0
+
+
+def test_silent_server_times_out(hub, monkeypatch):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # the kernel completes the handshakes; nobody ever answers
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(H, "READ_TIMEOUT", 0.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(DownloadError) as info:
+            W.pull("test-head", progress=False)
+        elapsed = time.monotonic() - start
+    finally:
+        server.close()
+    assert elapsed < 3.0, f"took {elapsed:.1f} s"
+    assert_unreachable_message(str(info.value))
+    assert "get an answer from" in str(info.value)
+
+
+def test_server_error_is_not_retried(hub, capfd):
+    hub.status[("test-org/omg", "head.pth")] = 503
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        W.pull("test-head", progress=False)
+    assert time.monotonic() - start < 2.0
+    assert "HTTP 503" in str(info.value) and "segcli weights import FILE" in str(info.value)
+    assert hub.count() == 1
+    assert capfd.readouterr().err == ""
+
+
+def test_offline_alternative_gives_the_pull_message(unreachable, monkeypatch):
+    """HF_HUB_OFFLINE=1, the third alternative: no request, the missing file is named."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="missing weights file head.pth .*segcli weights pull test-model"):
+        W.resolve("test-model")
+    with pytest.raises(WeightsError, match="offline mode is on .*segcli weights pull test-model once online"):
+        W.pull("test-model", progress=False)
+
+
+def _segcli(args, env_overrides, tmp_path, timeout=120):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "SEGCLI_"))}
+    env.update(env_overrides)
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "segcli", *args], capture_output=True, text=True, env=env,
+                            cwd=REPO, timeout=timeout)
+    return result, time.monotonic() - start
+
+
+def test_cli_pull_with_unreachable_hub_is_one_line_exit_9(unreachable, tmp_path):
+    env = {k: os.environ[k] for k in ("SEGCLI_REGISTRY", "SEGCLI_HOME", "HF_HOME", "HF_ENDPOINT", "NO_PROXY")}
+    result, elapsed = _segcli(["weights", "pull", "test-model"], env, tmp_path)
+    assert result.returncode == 9, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("segcli: error: ")
+    assert_unreachable_message(lines[0].removeprefix("segcli: error: "))
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+
+
+def test_first_readme_command_without_network(tmp_path):
+    """`segcli vis samples/shapes.mp4 ...` on a fresh install (default weights omg-seg-convl, nothing
+    cached) with the hub unreachable: one error line naming the alternatives, exit 9, in seconds."""
+    env = {"SEGCLI_HOME": str(tmp_path / "segcli"), "HF_HOME": str(tmp_path / "hf"),
+           "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "NO_PROXY": "127.0.0.1,localhost"}
+    args = ["vis", "samples/shapes.mp4", "--vocab", "ball,box|square,triangle", "-f", "overlay",
+            "-o", str(tmp_path / "out") + "/"]
+    result, elapsed = _segcli(args, env, tmp_path)
+    assert result.returncode == 9, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("segcli: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Retrying" not in result.stderr and "Traceback" not in result.stderr
+    assert_unreachable_message(errors[0].removeprefix("segcli: error: "))
+    assert "omg_seg_convl.pth" in errors[0]
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

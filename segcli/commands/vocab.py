@@ -38,6 +38,16 @@ VocabFileOpt = Annotated[Optional[Path], typer.Option("--vocab-file", help="one 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="built-in vocabulary (see: vocab list)")]
 
 
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """"1 class", "2 classes"."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def describe(v: Vocabulary) -> str:
+    """"3 classes (2 things, 1 stuff)"."""
+    return f"{count(len(v), 'class', 'classes')} ({count(v.num_things, 'thing')}, {v.num_stuff} stuff)"
+
+
 def select_vocabulary(vocab: str | None = None, stuff: str | None = None, vocab_file: Path | None = None,
                       dataset: str | None = None) -> Vocabulary:
     """The vocabulary named by exactly one of --vocab (with optional --stuff), --vocab-file, --dataset."""
@@ -74,12 +84,23 @@ def show(
     vocab: VocabOpt = None,
     stuff: StuffOpt = None,
     vocab_file: VocabFileOpt = None,
+    embeddings: Annotated[Optional[Path], typer.Option(
+        "--embeddings", help="a class-embeddings file written by `segcli vocab embed -o`")] = None,
     seen: Annotated[bool, typer.Option("--seen", help="mark classes seen in training (spec §6.6)")] = False,
 ) -> None:
     """Print a vocabulary as the model will see it: index, kind, synonyms."""
-    v = select_vocabulary(vocab, stuff, vocab_file, dataset)
+    if embeddings is not None:
+        if vocab is not None or stuff is not None or vocab_file is not None or dataset is not None:
+            raise UsageError("--embeddings holds its own vocabulary: give it alone")
+        from segcli.vocab.cache import load_embeddings
+
+        v, tensor = load_embeddings(embeddings)
+        k, p, d = tensor.shape
+        say(f"{embeddings}: {describe(v)}, {count(p, 'synonym slot')}, {d} dims")
+    else:
+        v = select_vocabulary(vocab, stuff, vocab_file, dataset)
     flags = D.overlapping(v) if seen else None
-    title = f"{v.name or 'vocabulary'}: {len(v)} classes ({v.num_things} things, {v.num_stuff} stuff)"
+    title = f"{v.name or 'vocabulary'}: {describe(v)}"
     table = Table(title=escape(title))
     table.add_column("#", justify="right")
     table.add_column("kind")
@@ -108,7 +129,8 @@ def embed(
         "--clip-model", help="open_clip model name when --weights is a checkpoint file")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute even if cached")] = False,
 ) -> None:
-    """Compute CLIP class embeddings (K, P, D) of a vocabulary and write them as safetensors."""
+    """Compute CLIP class embeddings (K, P, D) of a vocabulary and write them as safetensors, with the
+    vocabulary (classes, synonyms, things/stuff, category ids) and the text model in its metadata."""
     from segcli.vocab.cache import get_class_embeddings, save_embeddings, text_model_identity
     from segcli.vocab.text import resolve_text_source
 
@@ -119,5 +141,5 @@ def embed(
                     templates=source.templates)
     k, p, d = embeddings.shape
     origin = "from cache" if hit else "computed"
-    say(f"{'wrote ' + output if output != '-' else 'wrote to stdout'}: {k} classes ({v.num_things} things, "
-              f"{v.num_stuff} stuff), {p} synonym slot(s), {d} dims; text embeddings {origin}")
+    say(f"{'wrote ' + output if output != '-' else 'wrote to stdout'}: {describe(v)}, "
+        f"{count(p, 'synonym slot')}, {d} dims; text embeddings {origin}")

@@ -34,6 +34,11 @@ def say(message: str) -> None:
 NameArg = Annotated[str, typer.Argument(help="model (e.g. omg-seg-convl) or file id (see: weights list)")]
 
 
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """"1 file", "2 files"."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
 def _size(files: list[W.WeightFile]) -> str:
     if len(files) == 1:
         f = files[0]
@@ -50,7 +55,7 @@ def list_(
     rows = []
     for name in reg.names():
         files = list(reg.files_of(name).values())
-        present = [W.local_path(f) is not None for f in files]
+        present = [W.find_local(f, reg) is not None for f in files]
         state = "yes" if all(present) else ("partial" if any(present) else "no")
         rows.append({
             "name": name,
@@ -85,34 +90,33 @@ def pull(
     """Download the files of NAME from the Hugging Face Hub and verify their sha256."""
     reg = W.load_registry()
     files = reg.files_of(name)
-    before = {role: W.local_path(f) is not None for role, f in files.items()}
+    before = {role: W.find_local(f, reg) is not None for role, f in files.items()}
     paths = W.pull(name, progress=not quiet, force=force, registry=reg)
     for role, path in paths.items():
         verb = "present" if before[role] and not force else "fetched"
         say(f"{verb}: {files[role].id} -> {path}")
-    say(f"{name}: {len(paths)} file(s) ready")
+    say(f"{name}: {count(len(paths), 'file')} ready")
 
 
 @app.command()
 def verify(
     name: Annotated[Optional[str], typer.Argument(help="model or file (default: all registry files)")] = None,
 ) -> None:
-    """Hash the present files and compare with the registry / recorded sha256."""
+    """Hash the present files and compare with the registry / recorded sha256 (files without a
+    pinned sha256 must also hold the keys and shapes of their part). Exit 6 on any mismatch."""
     results = W.verify(name)
     table = Table(title="segcli weights verify")
     for column in ("file", "status", "sha256", "path"):
         table.add_column(column, overflow="fold")
-    colours = {"ok": "green", "recorded": "cyan", "missing": "yellow", "mismatch": "red"}
+    colours = {"ok": "green", "recorded": "cyan", "missing": "yellow", "mismatch": "red", "invalid": "red"}
     for r in results:
         table.add_row(r.file_id, f"[{colours[r.status]}]{r.status}[/]", (r.sha256 or "")[:16],
                       escape(str(r.path or "")))
     out.print(table)
-    bad = [r for r in results if r.status == "mismatch"]
+    bad = [r for r in results if r.status in ("mismatch", "invalid")]
     if bad:
-        first = bad[0]
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise WeightsError(f"checksum mismatch for {first.file_id} at {first.path}: expected sha256 "
-                           f"{first.expected}, got {first.sha256}{more}")
+        more = f" (and {count(len(bad) - 1, 'more file')} failed)" if len(bad) > 1 else ""
+        raise WeightsError(f"{bad[0].problem}{more}")
     if name is not None and any(r.status == "missing" for r in results):
         missing = next(r for r in results if r.status == "missing")
         raise WeightsError(f"missing weights file {missing.file_id}; fetch it with: "
@@ -131,7 +135,8 @@ def import_(
     file: Annotated[Path, typer.Argument(help="a weight file obtained elsewhere")],
     name: Annotated[Optional[str], typer.Option("--name", help="registry file id (or model) it is")] = None,
 ) -> None:
-    """Copy a weight file into segcli's store after checking its sha256 against the registry."""
+    """Copy a weight file into segcli's store after checking it: its sha256 against the registry,
+    and (when no sha256 is pinned) that it loads safely with the keys and shapes of its part."""
     file_id, dest = W.import_file(file, name)
     say(f"imported {file} as {file_id} -> {dest}")
     typer.echo(str(dest))

@@ -4,6 +4,8 @@
     vocab = parse_vocab("dog|puppy,car,stuff:sky")
     source = resolve_text_source("omg-seg-convl")          # or a bundle folder, or a CLIP file
     embeddings, hit = get_class_embeddings(vocab, source)  # (K, P, D) float32; hit: from the cache
+    save_embeddings("cd.safetensors", embeddings, vocab)   # what `segcli vocab embed -o` writes
+    vocab, embeddings = load_embeddings("cd.safetensors")  # ...read back (VocabularyError if it is not one)
 
 Names are imported lazily, so `segcli.vocab.parse` / `.datasets` can be used without torch.
 """

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from segcli.errors import OutputError, VocabularyError
+from segcli.errors import InputNotFoundError, OutputError, VocabularyError
 from segcli.vocab import text
 from segcli.vocab.parse import Vocabulary
 from segcli.weights import hub
@@ -32,6 +32,7 @@ log = logging.getLogger("segcli.vocab")
 
 CACHE_FORMAT = 1
 TENSOR_KEY = "class_embeddings"
+FILE_FORMAT = "segcli-class-embeddings"
 
 
 def cache_dir() -> Path:
@@ -89,7 +90,7 @@ def get_class_embeddings(vocab: Vocabulary, text_source: text.TextSource, cache:
             log.warning("class embeddings: ignoring inconsistent cache entry %s", path)
         except Exception as exc:  # noqa: BLE001 - a damaged entry is recomputed, never fatal
             log.warning("class embeddings: ignoring unreadable cache entry %s (%s)", path, exc)
-    log.info("class embeddings: computing %d classes with %s", len(vocab), text_source.name)
+    log.info("class embeddings: computing %s with %s", _count(len(vocab), "class", "classes"), text_source.name)
     tower = text.build_text_tower(text_source, device=device)
     embeddings = text.class_embeddings(vocab, tower, templates)
     del tower
@@ -105,18 +106,26 @@ def get_class_embeddings(vocab: Vocabulary, text_source: text.TextSource, cache:
 
 def save_embeddings(path: str | Path, embeddings: torch.Tensor, vocab: Vocabulary, *, text_model: str = "",
                     templates: tuple[str, ...] = text.VILD_TEMPLATES, extra: dict | None = None) -> None:
-    """Write (K, P, D) embeddings as safetensors (tensor `class_embeddings`) with metadata:
-    `names`, `classes` (JSON), `num_things`, `num_stuff`, `text_model`, `templates` (JSON).
-    Atomic: the file appears complete or not at all. `path` "-" writes to stdout."""
+    """Write (K, P, D) embeddings as safetensors (tensor `class_embeddings`) with metadata (all
+    strings): `format` ("segcli-class-embeddings"), `version`, `names` and `classes` (JSON: display
+    names; every class's synonyms), `num_things`, `num_stuff`, `num_classes`, `embed_dim`,
+    `text_model` (the text tower's name and identity), `templates` (JSON), and when known `dataset`
+    and `category_ids` (JSON). `load_embeddings` reads it back. Atomic: the file appears complete or
+    not at all. `path` "-" writes to stdout."""
     from safetensors.torch import save
 
+    if embeddings.ndim != 3 or embeddings.shape[0] != len(vocab):
+        raise VocabularyError(f"embeddings of shape {tuple(embeddings.shape)} do not fit "
+                              f"{_count(len(vocab), 'class', 'classes')}")
     meta = {
-        "format": "segcli-class-embeddings",
+        "format": FILE_FORMAT,
         "version": str(CACHE_FORMAT),
         "names": json.dumps(vocab.names, ensure_ascii=False),
         "classes": json.dumps(vocab.classes, ensure_ascii=False),
         "num_things": str(vocab.num_things),
         "num_stuff": str(vocab.num_stuff),
+        "num_classes": str(len(vocab)),
+        "embed_dim": str(int(embeddings.shape[-1])),
         "text_model": text_model,
         "templates": json.dumps(list(templates), ensure_ascii=False),
     }
@@ -145,20 +154,68 @@ def _load(path: Path) -> tuple[torch.Tensor, dict]:
         return handle.get_tensor(TENSOR_KEY).float(), dict(handle.metadata() or {})
 
 
-def load_embeddings(path: str | Path) -> tuple[torch.Tensor, Vocabulary]:
-    """Read a file written by `save_embeddings`: (K, P, D) tensor and its vocabulary."""
+def load_embeddings(path: str | Path, embed_dim: int | None = None) -> tuple[Vocabulary, torch.Tensor]:
+    """Read a file written by `save_embeddings` (`segcli vocab embed -o FILE`): its vocabulary
+    (classes with synonyms, things first, dataset name and category ids when recorded) and the
+    (K, P, D) float32 embeddings. With `embed_dim`, D must equal it (the model's CLIP width).
+
+    InputNotFoundError when the file does not exist; VocabularyError (one line) for anything else
+    that is not such a file: not safetensors, no `class_embeddings` tensor, missing or malformed
+    metadata, a tensor that does not fit the classes or `embed_dim`."""
+    from safetensors import SafetensorError, safe_open
+
     path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"class-embeddings file not found: {path}")
+    what = f"{path} is not a segcli class-embeddings file (write one with: segcli vocab embed -o FILE)"
     try:
-        embeddings, meta = _load(path)
-        classes = json.loads(meta["classes"])
-        ids = json.loads(meta["category_ids"]) if "category_ids" in meta else None
-        vocab = Vocabulary(classes, num_things=int(meta["num_things"]), name=meta.get("dataset"),
-                           category_ids=ids)
+        with safe_open(str(path), framework="pt") as handle:
+            meta = dict(handle.metadata() or {})
+            if TENSOR_KEY not in handle.keys():
+                raise VocabularyError(f"{what}: it has no '{TENSOR_KEY}' tensor")
+            embeddings = handle.get_tensor(TENSOR_KEY)
     except VocabularyError:
         raise
-    except Exception as exc:  # noqa: BLE001
-        raise VocabularyError(f"{path} is not a segcli class-embeddings file: {exc}") from exc
-    if embeddings.ndim != 3 or embeddings.shape[0] != len(vocab):
+    except (SafetensorError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VocabularyError(f"{what}: {first[:200]}") from None
+    if meta.get("format") != FILE_FORMAT:
+        raise VocabularyError(f"{what}: its metadata has no format '{FILE_FORMAT}'")
+    try:
+        version = int(meta.get("version", "0"))
+    except ValueError:
+        version = -1
+    if not 1 <= version <= CACHE_FORMAT:
+        raise VocabularyError(f"{path}: class-embeddings format version {meta.get('version')!r} is not one this "
+                              f"segcli reads (1..{CACHE_FORMAT})")
+    try:
+        classes = json.loads(meta["classes"])
+        num_things = int(meta["num_things"])
+        ids = json.loads(meta["category_ids"]) if "category_ids" in meta else None
+        if not isinstance(classes, list) or not all(isinstance(c, list) and all(isinstance(s, str) for s in c)
+                                                    for c in classes):
+            raise ValueError("classes is not a list of synonym lists")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+            raise ValueError("category_ids is not a list of integers")
+    except KeyError as exc:
+        raise VocabularyError(f"{what}: its metadata lacks {exc.args[0]!r}") from None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise VocabularyError(f"{what}: malformed metadata ({exc})") from None
+    try:
+        vocab = Vocabulary(classes, num_things=num_things, name=meta.get("dataset"), category_ids=ids)
+    except VocabularyError as exc:
+        raise VocabularyError(f"{path}: {exc}") from None
+    if embeddings.ndim != 3 or embeddings.shape[0] != len(vocab) or embeddings.shape[1] < 1:
         raise VocabularyError(f"{path}: embeddings of shape {tuple(embeddings.shape)} do not fit "
-                              f"{len(vocab)} classes")
-    return embeddings, vocab
+                              f"{_count(len(vocab), 'class', 'classes')} (expected K x P x D with K = {len(vocab)})")
+    if not embeddings.is_floating_point() or not torch.isfinite(embeddings).all():
+        raise VocabularyError(f"{path}: the embeddings are not finite floating-point numbers")
+    if embed_dim is not None and embeddings.shape[-1] != embed_dim:
+        raise VocabularyError(f"{path}: embeddings have {embeddings.shape[-1]} dims, this model needs {embed_dim} "
+                              f"(made with text model {meta.get('text_model') or 'unknown'}; embed the vocabulary "
+                              "again with this model's --weights)")
+    return vocab, embeddings.float().contiguous()
+
+
+def _count(n: int, singular: str, plural: str) -> str:
+    return f"{n} {singular if n == 1 else plural}"

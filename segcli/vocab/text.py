@@ -75,19 +75,28 @@ def text_source_from_bundle(folder: str | Path) -> TextSource:
     folder = Path(folder)
     config_path = folder / "config.json"
     weights = folder / BUNDLE_TEXT_WEIGHTS
+    from segcli.model.checkpoint import read_model_config
+
     for needed in (config_path, weights):
         if not needed.is_file():
             raise WeightsError(f"{folder} is not a text-tower folder: {needed.name} is missing")
-    config = json.loads(config_path.read_text())
+    config = read_model_config(config_path)
     tower = config.get("text_tower") or {}
-    text_cfg = tower.get("open_clip_text_cfg")
-    embed_dim = tower.get("embed_dim")
-    if text_cfg is None or embed_dim is None:
+    text_cfg = tower.get("open_clip_text_cfg") if isinstance(tower, dict) else None
+    embed_dim = tower.get("embed_dim") if isinstance(tower, dict) else None
+    if not isinstance(text_cfg, dict) or embed_dim is None:
         raise WeightsError(f"{config_path} has no text_tower.open_clip_text_cfg / embed_dim")
-    templates = tuple((config.get("classes") or {}).get("templates") or VILD_TEMPLATES)
+    try:
+        embed_dim = int(embed_dim)
+    except (TypeError, ValueError):
+        raise WeightsError(f"{config_path}: text_tower.embed_dim is not a number ({embed_dim!r})") from None
+    classes = config.get("classes")
+    templates = (classes.get("templates") if isinstance(classes, dict) else None) or VILD_TEMPLATES
+    if not isinstance(templates, (list, tuple)) or not all(isinstance(t, str) and "{}" in t for t in templates):
+        raise WeightsError(f"{config_path}: classes.templates must be a list of sentences with {{}} for the class")
     quick_gelu = bool(tower.get("quick_gelu", False))
     return TextSource(name=f"bundle:{folder.name}", weights=weights, text_cfg=dict(text_cfg),
-                      embed_dim=int(embed_dim), quick_gelu=quick_gelu, templates=templates)
+                      embed_dim=embed_dim, quick_gelu=quick_gelu, templates=tuple(templates))
 
 
 def text_source_from_open_clip(model_name: str, weights: str | Path) -> TextSource:
@@ -133,9 +142,13 @@ def _read_text_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            keys = [k for k in handle.keys() if not k.startswith("visual.")]
-            state = {k: handle.get_tensor(k) for k in keys}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                keys = [k for k in handle.keys() if not k.startswith("visual.")]
+                state = {k: handle.get_tensor(k) for k in keys}
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WeightsError(f"cannot read the text tower weights {path}: {first[:200]}") from None
     else:
         state = _torch_load(path)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
