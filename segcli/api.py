@@ -105,19 +105,15 @@ def _video_info(name: str, src, vocab: Vocabulary | None, task: str) -> VideoInf
                      vocab.num_things if vocab is not None else 0, task)
 
 
-def _open_writers(names, output, info, vocab, inputs, writer_options):
+def _open_writers(names, output, info, vocab, inputs, writer_options, notice=None):
     from .io import open_writers
 
     kwargs = dict(writer_options or {})
-    kwargs.setdefault("category_ids", vocab.category_ids if vocab is not None else None)
-    try:
-        return open_writers(names, output, info, inputs=inputs, **kwargs)
-    except TypeError as exc:  # an io layer without input protection or an option
-        if "unexpected keyword" not in str(exc):
-            raise
-        kwargs.pop("inputs", None)
-        known = {k: v for k, v in kwargs.items() if k in ("category_ids", "video_id")}
-        return open_writers(names, output, info, **known)
+    if "category_ids" not in kwargs and not kwargs.get("dataset"):
+        kwargs["category_ids"] = vocab.category_ids if vocab is not None else None
+    if notice is not None:
+        kwargs.setdefault("notice", notice)
+    return open_writers(names, output, info, inputs=inputs, **kwargs)
 
 
 def _targets(writers) -> list[str]:
@@ -139,7 +135,9 @@ class VideoJob:
     def __init__(self, source, options: VideoOptions, *, vocabulary: Vocabulary | None,
                  output: str | None = None, formats: Sequence[str] | None = None,
                  prompts: Sequence[ObjectPrompt] = (), writer_options: dict | None = None,
-                 open_options: dict | None = None):
+                 open_options: dict | None = None, inputs: Sequence[str] = (),
+                 notice: Callable[[str], None] | None = None):
+        """inputs: more paths outputs must never replace (e.g. mask prompt files)."""
         from .pipeline.reader import open_source
 
         self.options = validate_options(options)
@@ -153,15 +151,15 @@ class VideoJob:
             raise UsageError("prompts go with vos")
         if isinstance(source, (str, Path)):
             self.source = open_source(str(source), **(open_options or {}))
-            inputs = _input_paths(str(source))
+            inputs = _input_paths(str(source)) + list(inputs)
         else:
             self.source = source
-            inputs = [getattr(source.info, "path", "")] if getattr(source.info, "path", "") else []
+            inputs = ([source.info.path] if getattr(source.info, "path", "") else []) + list(inputs)
         try:
             src = self.source.info
             self._check_prompts(src)
             self.info = _video_info(src.name, src, vocabulary, options.task)
-            self.writers = _open_writers(names, output, self.info, vocabulary, inputs, writer_options)
+            self.writers = _open_writers(names, output, self.info, vocabulary, inputs, writer_options, notice)
             self.options.keep_images = self.options.keep_images or any(w.needs_image for w in self.writers)
         except BaseException:
             self.source.close()
@@ -260,7 +258,7 @@ class ImageJob:
 
     def __init__(self, paths: Sequence[str], options: ImageOptions, *, vocabulary: Vocabulary | None,
                  output: str | None = None, formats: Sequence[str] | None = None,
-                 writer_options: dict | None = None):
+                 writer_options: dict | None = None, notice: Callable[[str], None] | None = None):
         from .pipeline.image import IMAGE_TASKS
         from .pipeline.reader import open_source
 
@@ -285,7 +283,7 @@ class ImageJob:
             self.info.fps = None
             self.info.num_frames = None
             self.writers = _open_writers(names, output, self.info, vocabulary, [str(p) for p in paths],
-                                         writer_options)
+                                         writer_options, notice)
             self.options.keep_image = self.options.keep_image or any(w.needs_image for w in self.writers)
         except BaseException:
             self.close()
@@ -352,14 +350,14 @@ def run(source, task: str = "vis", *, weights: str = DEFAULT_WEIGHTS, vocab: str
         opts.label_objects = bool(opts.objects) and not agnostic
         planned = planned_vocabulary(weights, vocabulary, agnostic)
         job = ImageJob(paths, opts, vocabulary=planned, output=output, formats=formats,
-                       writer_options=writer_options)
+                       writer_options=writer_options, notice=notice)
     else:
         opts = VideoOptions(task=task, open_vocab=open_vocab, **options)
         agnostic = task == "vos" and vocabulary is None
         opts.label_objects = task == "vos" and not agnostic
         planned = planned_vocabulary(weights, vocabulary, agnostic)
         job = VideoJob(source, opts, vocabulary=planned, output=output, formats=formats, prompts=prompts,
-                       writer_options=writer_options, open_options=open_options)
+                       writer_options=writer_options, open_options=open_options, notice=notice)
     try:
         seg = Segmenter.load(weights, device=device, precision=precision, vocabulary=planned,
                              class_agnostic=agnostic, open_vocab=open_vocab, notice=notice)

@@ -123,6 +123,14 @@ Budget = Annotated[float, typer.Option(metavar="MB", help="exact mode keeps mask
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the backbone (pays a warm-up of tens of "
                                        "seconds per input size; measured no gain on 2-core CPUs)")]
 Threads = Annotated[Optional[int], typer.Option(metavar="N", help="torch CPU threads (default: torch's choice)")]
+DatasetJson = Annotated[Optional[Path], typer.Option(metavar="FILE", help="ground-truth/dataset JSON (COCO, "
+                                                     "COCO-panoptic or YouTube-VIS): image ids, video ids and "
+                                                     "category ids are taken from it")]
+VideoId = Annotated[Optional[int], typer.Option(metavar="N", help="YouTube-VIS video_id of this video (default: "
+                                                "from --dataset-json, else 1)")]
+DavisMax = Annotated[Optional[int], typer.Option(metavar="N", help="davis output: at most N objects (the DAVIS "
+                                                 "unsupervised evaluator takes 20), indices 1..N by first "
+                                                 "appearance")]
 
 
 # ---- stderr: notices, progress, the closing line ------------------------------------------
@@ -219,7 +227,7 @@ def _box(text: str) -> tuple[float, ...]:
     return (x1, y1, x2, y2)
 
 
-def select_vocabulary(vocab, stuff, vocab_file, dataset, embeddings_file=None):
+def select_vocabulary(vocab, stuff, vocab_file, dataset, embeddings_file=None, embed_dim=None):
     """(vocabulary or None, embeddings or None) from the vocabulary options."""
     if embeddings_file is not None:
         if any(v is not None for v in (vocab, stuff, vocab_file, dataset)):
@@ -228,12 +236,20 @@ def select_vocabulary(vocab, stuff, vocab_file, dataset, embeddings_file=None):
             raise InputNotFoundError(f"no such embeddings file: {embeddings_file}")
         from .vocab import load_embeddings
 
-        return load_embeddings(embeddings_file)
+        return load_embeddings(embeddings_file, embed_dim=embed_dim)
     if vocab is None and vocab_file is None and dataset is None:
         if stuff is not None:
             raise UsageError("--stuff goes with --vocab")
         return None, None
     return vocab_cmd.select_vocabulary(vocab, stuff, vocab_file, dataset), None
+
+
+def _embed_dim(weights: str, embeddings_file) -> int | None:
+    if embeddings_file is None:
+        return None
+    from .pipeline.engine import model_config_for
+
+    return model_config_for(weights).backbone.embed_dim
 
 
 def check_common(*, weights: str, device: str, precision: str | None, threads: int | None) -> None:
@@ -266,6 +282,21 @@ def _check_stdout(output: str | None, names: list[str]) -> None:
             raise OutputError("stdout is closed: give -o FILE or -o DIR/")
 
 
+def _writer_options(dataset_json, video_id, davis_max_objects) -> dict:
+    if dataset_json is not None and not Path(dataset_json).is_file():
+        raise InputNotFoundError(f"no such dataset JSON: {dataset_json}")
+    if davis_max_objects is not None and not 1 <= davis_max_objects <= 255:
+        raise UsageError(f"--davis-max-objects {davis_max_objects}: must be from 1 to 255")
+    out = {}
+    if dataset_json is not None:
+        out["dataset"] = str(dataset_json)
+    if video_id is not None:
+        out["video_id"] = video_id
+    if davis_max_objects is not None:
+        out["davis_max_objects"] = davis_max_objects
+    return out
+
+
 def load_model(weights, device, precision, vocabulary, embeddings, console, *, class_agnostic=False,
                open_vocab=False, compile=False, threads=None):
     from .pipeline.engine import Segmenter
@@ -283,7 +314,8 @@ def load_model(weights, device, precision, vocabulary, embeddings, console, *, c
 def run_video(task: str, video: str, *, weights, device, precision, size, clip_size, score_threshold,
               max_objects, start, end, output, format, quiet, mode, reader, vocab, stuff, vocab_file, dataset,
               open_vocab, exact_budget, compile=False, threads=None, vocab_embeddings=None, objects=(),
-              label_objects=False) -> None:
+              label_objects=False, dataset_json=None, video_id=None, davis_max_objects=None,
+              mask_files=()) -> None:
     from . import api
     from .pipeline.video import VideoOptions
 
@@ -296,15 +328,18 @@ def run_video(task: str, video: str, *, weights, device, precision, size, clip_s
     opts = VideoOptions(task=task, mode=mode, scale=parse_size(size), clip_size=clip_size,
                         score_threshold=score_threshold, max_objects=max_objects, open_vocab=open_vocab,
                         exact_budget_mb=exact_budget, label_objects=label_objects)
-    vocabulary, embeddings = select_vocabulary(vocab, stuff, vocab_file, dataset, vocab_embeddings)
+    vocabulary, embeddings = select_vocabulary(vocab, stuff, vocab_file, dataset, vocab_embeddings,
+                                               _embed_dim(weights, vocab_embeddings))
     agnostic = task == "vos" and vocabulary is None
     if agnostic and open_vocab:
         raise UsageError("--open-vocab needs a vocabulary")
     planned = api.planned_vocabulary(weights, vocabulary, agnostic)
     names = api.default_formats(task, output, format)
     _check_stdout(output, names)
+    writer_options = _writer_options(dataset_json, video_id, davis_max_objects)
     job = api.VideoJob(video, opts, vocabulary=planned, output=output, formats=names, prompts=objects,
-                       open_options=dict(reader=reader, start=start, end=end))
+                       open_options=dict(reader=reader, start=start, end=end), writer_options=writer_options,
+                       inputs=[str(m) for m in mask_files], notice=console.notice)
     try:
         seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
                          class_agnostic=agnostic, open_vocab=open_vocab, compile=compile, threads=threads)
@@ -333,7 +368,8 @@ def vis(
     clip_size: ClipSize = None, score_threshold: Score = 0.3, max_objects: MaxObjects = 100, start: Start = 0,
     end: End = None, output: Output = None, format: Formats = None, quiet: Quiet = False, mode: Mode = "auto",
     reader: Reader = "pyav", open_vocab: OpenVocab = False, exact_budget: Budget = 2048.0, compile: Compile = False,
-    threads: Threads = None,
+    threads: Threads = None, dataset_json: DatasetJson = None, video_id: VideoId = None,
+    davis_max_objects: DavisMax = None,
 ) -> None:
     """Video instance segmentation: tracked objects of the vocabulary.
 
@@ -360,7 +396,7 @@ def vps(
     clip_size: ClipSize = None, score_threshold: Score = 0.0, max_objects: MaxObjects = 100, start: Start = 0,
     end: End = None, output: Output = None, format: Formats = None, quiet: Quiet = False, mode: Mode = "auto",
     reader: Reader = "pyav", open_vocab: OpenVocab = False, exact_budget: Budget = 2048.0, compile: Compile = False,
-    threads: Threads = None,
+    threads: Threads = None, dataset_json: DatasetJson = None, davis_max_objects: DavisMax = None,
 ) -> None:
     """Video panoptic segmentation (things with track ids + stuff), or semantic with --semantic.
 
@@ -395,7 +431,7 @@ def vos(
     weights: Weights = DEFAULT_WEIGHTS, device: Device = "auto", precision: Precision = None, size: Size = None,
     clip_size: ClipSize = None, start: Start = 0, end: End = None, output: Output = None, format: Formats = None,
     quiet: Quiet = False, mode: Mode = "auto", reader: Reader = "pyav", exact_budget: Budget = 2048.0,
-    compile: Compile = False, threads: Threads = None,
+    compile: Compile = False, threads: Threads = None, dataset_json: DatasetJson = None,
 ) -> None:
     """Video object segmentation from prompts on a frame: clicks, boxes or a first-frame mask.
 
@@ -415,7 +451,7 @@ def vos(
     for name in ("ctx", "point", "box", "mask", "object", "frame", "objects", "labelled"):
         params.pop(name)
     run_video("vos", params.pop("video"), score_threshold=0.0, max_objects=255, open_vocab=False, objects=objects,
-              label_objects=labelled, **params)
+              label_objects=labelled, mask_files=mask or [], **params)
 
 
 PROMPT_OPTIONS = ("--object", "--frame", "--point", "--box", "--mask")
@@ -488,7 +524,7 @@ def image(
         "--score-threshold", metavar="S", help="drop objects whose class probability is lower (default: 0.3 for "
         "instance, 0 for panoptic)")] = None,
     max_objects: MaxObjects = 100, output: Output = None, format: Formats = None,
-    quiet: Quiet = False, open_vocab: OpenVocab = False, threads: Threads = None,
+    quiet: Quiet = False, open_vocab: OpenVocab = False, threads: Threads = None, dataset_json: DatasetJson = None,
 ) -> None:
     """Single images with the same model: panoptic/instance/semantic, or masks for point/box prompts.
 
@@ -512,7 +548,8 @@ def image(
         objects[j] = ([], [_box(b)])
     if score_threshold is None:
         score_threshold = 0.3 if task == "instance" else 0.0
-    vocabulary, embeddings = select_vocabulary(vocab, stuff, vocab_file, dataset, vocab_embeddings)
+    vocabulary, embeddings = select_vocabulary(vocab, stuff, vocab_file, dataset, vocab_embeddings,
+                                               _embed_dim(weights, vocab_embeddings))
     agnostic = bool(objects) and vocabulary is None
     if agnostic and open_vocab:
         raise UsageError("--open-vocab needs a vocabulary")
@@ -523,7 +560,8 @@ def image(
     planned = api.planned_vocabulary(weights, vocabulary, agnostic)
     names = api.default_formats("image", output, format)
     _check_stdout(output, names)
-    job = api.ImageJob(paths, opts, vocabulary=planned, output=output, formats=names)
+    job = api.ImageJob(paths, opts, vocabulary=planned, output=output, formats=names,
+                       writer_options=_writer_options(dataset_json, None, None), notice=console.notice)
     try:
         seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
                          class_agnostic=agnostic, open_vocab=open_vocab, threads=threads)

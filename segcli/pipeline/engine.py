@@ -10,15 +10,14 @@ precision; per-video state lives in segcli.pipeline.video.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import UsageError, WeightsError
-from ..model.checkpoint import load_weights
-from ..model.config import OMGSegConfig, config_from_bundle, convl_config, convxxl_config
+from ..model.checkpoint import load_weights, model_folder_config
+from ..model.config import OMGSegConfig, convl_config, convxxl_config
 from ..model.head import HeadOutput, Prompts
 from ..model.omgseg import OMGSeg, build_model
 from ..vocab.parse import Vocabulary
@@ -61,6 +60,24 @@ def bundle_vocabulary(config: dict) -> Vocabulary:
     return from_official(classes["things"], classes["stuff"], name=classes.get("dataset_name"))
 
 
+def registry_config(name: str) -> OMGSegConfig:
+    """The architecture the registry states for a released model (on its head file)."""
+    from .. import weights as registry
+
+    archs = {f.architecture for f in registry.load_registry().files_of(name).values() if f.architecture}
+    return convxxl_config() if archs == {"convxxl"} else convl_config()
+
+
+def model_config_for(weights: str) -> OMGSegConfig:
+    """The model's configuration without loading (or downloading) its weights."""
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return resolve_weights(weights).config
+    if path.is_file():
+        return convl_config()
+    return registry_config(weights)
+
+
 def resolve_weights(weights: str) -> WeightsSource:
     """A registry name, a checkpoint file, or a directory in the golden-bundle layout."""
     path = Path(weights).expanduser()
@@ -68,9 +85,9 @@ def resolve_weights(weights: str) -> WeightsSource:
         cfg_file = path / "config.json"
         if not cfg_file.is_file() or not (path / "weights.safetensors").is_file():
             raise WeightsError(f"{path} is not a model directory (needs config.json and weights.safetensors)")
-        raw = json.loads(cfg_file.read_text())
-        return WeightsSource(config_from_bundle(raw), path / "weights.safetensors", None, path,
-                             bundle_vocabulary(raw), name=path.name)
+        config, raw = model_folder_config(path)
+        return WeightsSource(config, path / "weights.safetensors", None, path, bundle_vocabulary(raw),
+                             name=path.name)
     if path.is_file():
         from .. import weights as registry
 
@@ -85,7 +102,7 @@ def resolve_weights(weights: str) -> WeightsSource:
     from .. import weights as registry
 
     files = registry.resolve(weights)
-    cfg = convxxl_config() if "xxl" in weights else convl_config()
+    cfg = registry_config(weights)
     return WeightsSource(cfg, files["head"], files.get("clip"), weights, name=weights)
 
 
@@ -113,10 +130,7 @@ def check_weights_name(weights: str) -> None:
         raise WeightsError(f"weights file not found: {weights}")
     from .. import weights as registry
 
-    reg = registry.load_registry()
-    if weights not in reg.names():
-        raise WeightsError(f"unknown weights '{weights}': give a registry name ({', '.join(reg.names())}), "
-                           "a checkpoint file or a model folder")
+    registry.check_name(weights)
 
 
 def ensure_weights(weights: str, download: bool = True, notice=None) -> None:
@@ -131,9 +145,12 @@ def ensure_weights(weights: str, download: bool = True, notice=None) -> None:
         return
     if not download or hub.is_offline():
         registry.resolve(weights)  # raises the one-line "missing ... fetch it with" error
-    if notice is not None:
-        notice(f"weights '{weights}' not found locally: downloading (segcli weights pull {weights})")
-    registry.pull(weights, progress=notice is not None)
+
+    def told(file) -> None:  # only once the hub answered: an unreachable hub gives one error line only
+        if notice is not None:
+            notice(f"weights '{weights}' not found locally: downloading {file.filename} (segcli weights pull "
+                   f"{weights})")
+    registry.pull(weights, progress=notice is not None, on_download=told)
 
 
 class Segmenter:
