@@ -29,6 +29,9 @@ class Segment:
     score: float
     mask: np.ndarray  # bool (H, W) at the original frame size
     isthing: bool = True
+    # vis: the track's video-level class probability, which --score-threshold filters; `score` is
+    # that times the frame's mask quality (the official instance score). None where not separate.
+    class_score: float | None = None
 
     def __setattr__(self, name, value):
         if name == "mask":

@@ -18,7 +18,7 @@ from segcli.results import FrameResult, Segment
 
 
 def segment_record(seg: Segment, category_id: int) -> dict:
-    return {
+    record = {
         "id": int(seg.id),
         "category_id": category_id,
         "label": seg.label,
@@ -28,6 +28,9 @@ def segment_record(seg: Segment, category_id: int) -> dict:
         "area": seg.area,
         "rle": seg.rle,
     }
+    if seg.class_score is not None:
+        record["class_score"] = float(seg.class_score)  # what --score-threshold filters
+    return record
 
 
 class JsonlWriter(Writer):

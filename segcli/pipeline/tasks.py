@@ -49,13 +49,15 @@ def instance_segments(tracks: InstanceTracks, masks: LazyMasks, vocab: Vocabular
         # encode each mask without a transposing copy on the host
         bin_masks = bin_masks.transpose(1, 2).contiguous().cpu().transpose(1, 2)
     scores = scores.cpu()
+    class_scores = tracks.class_scores.tolist()
     out = []
     for i, q in enumerate(tracks.query_idx.tolist()):
         mask = bin_masks[i].numpy()
         if not mask.any():
             continue
         label = int(tracks.labels[i])
-        out.append(Segment(q + 1, label, vocab.names[label], float(scores[i]), mask, True))
+        out.append(Segment(q + 1, label, vocab.names[label], float(scores[i]), mask, True,
+                           class_score=class_scores[i]))
     return out
 
 
