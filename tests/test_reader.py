@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import sys
+from fractions import Fraction
+from pathlib import Path
 
 import av
 import cv2
@@ -10,7 +13,8 @@ import numpy as np
 import pytest
 
 from segcli.errors import InputNotFoundError, UnreadableInputError, UsageError
-from segcli.pipeline.reader import open_source, orient_frame, rotation_matrix
+from segcli.pipeline import reader as reader_mod
+from segcli.pipeline.reader import Selection, _Indexer, open_source, orient_frame, rotation_matrix
 
 COLOUR = (200, 50, 30)
 W, H = 64, 48
@@ -92,6 +96,13 @@ def test_start_end_range(tmp_path):
         open_source(path, start=8)  # past the end
     with pytest.raises(UsageError):
         open_source(path, start=3, end=3)
+
+
+def test_file_url_is_a_local_file(tmp_path):
+    path = write_video(tmp_path / "clip one.mp4", flat_frames(3))
+    with open_source("file://" + str(path).replace(" ", "%20")) as src:
+        assert not src.info.live and src.info.num_frames == 3 and src.info.name == "clip one"
+        assert len(list(src)) == 3
 
 
 def test_gray_video_becomes_rgb(tmp_path):
@@ -270,3 +281,259 @@ def test_reader_choice(tmp_path):
     else:  # pragma: no cover - decord is optional
         with open_source(path, reader="decord") as src:
             assert len(list(src)) == 2
+
+
+# ---- frame selection: every / fps / max_frames / duration ------------------------------------
+
+
+def test_every_fps_max_frames_duration_keep_source_indices(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", flat_frames(24), fps=10)
+    cases = [
+        (dict(every=5), [0, 5, 10, 15, 20], 2.0),
+        (dict(every=5, start=3), [3, 8, 13, 18, 23], 2.0),
+        (dict(every=4, end=9), [0, 4, 8], 2.5),
+        (dict(fps=4), [0, 3, 5, 8, 10, 13, 15, 18, 20, 23], 4.0),  # first frame of each 0.25 s slot
+        (dict(fps=2.5, start=1), [1, 5, 9, 13, 17, 21], 2.5),
+        (dict(fps=50), list(range(24)), 10.0),  # faster than the source: every frame
+        (dict(max_frames=3), [0, 1, 2], 10.0),
+        (dict(max_frames=3, every=10), [0, 10, 20], 1.0),
+        (dict(duration=0.5), [0, 1, 2, 3, 4], 10.0),
+        (dict(duration=1.0, start=20), [20, 21, 22, 23], 10.0),
+        (dict(duration=1.05, every=2, start=2), [2, 4, 6, 8, 10, 12], 5.0),
+    ]
+    for kwargs, indices, out_fps in cases:
+        with open_source(path, **kwargs) as src:
+            frames = list(src)
+            assert src.info.num_frames == len(indices), kwargs
+            assert src.info.output_fps == pytest.approx(out_fps), kwargs
+            assert src.info.fps == pytest.approx(10.0)
+        assert [f.index for f in frames] == indices, kwargs
+        assert [f.pts for f in frames] == pytest.approx([i / 10 for i in indices]), kwargs
+        assert [f.name for f in frames] == [f"{i:05d}" for i in indices]
+
+
+def test_selection_count_matches_iteration():
+    for kwargs in [dict(every=3, start=2, end=20), dict(fps=7, start=5), dict(fps=3.3, duration=2.2),
+                   dict(duration=1.25, every=2), dict(max_frames=7, fps=2)]:  # fmt: skip
+        sel = Selection(**kwargs)
+        selector = reader_mod._Selector(sel, 24.0)
+        kept = []
+        for i in range(60):
+            d = selector.decide(i, i / 24)
+            if d == reader_mod._STOP:
+                break
+            if d == reader_mod._KEEP:
+                kept.append(i)
+                if selector.done:
+                    break
+        assert sel.count(60, 24.0) == len(kept), kwargs
+
+
+def test_invalid_selection_options(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", flat_frames(2))
+    for kwargs, message in [(dict(every=0), "--every"), (dict(every=2.5), "--every"), (dict(fps=0), "--fps"),
+                            (dict(fps=5, every=2), "either --every or --fps"), (dict(max_frames=0), "--max-frames"),
+                            (dict(duration=-1), "--duration"), (dict(timeout=0), "timeout")]:  # fmt: skip
+        with pytest.raises(UsageError, match=message):
+            open_source(path, **kwargs)
+
+
+def test_image_folder_every_and_max_frames(tmp_path):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(7):
+        cv2.imwrite(str(folder / f"{i:05d}.png"), np.full((H, W, 3), 10 * i, np.uint8))
+    with open_source(folder, every=3) as src:
+        assert src.info.num_frames == 3
+        assert [f.index for f in src] == [0, 3, 6]
+    with open_source(folder, start=1, every=2, max_frames=2) as src:
+        assert [f.name for f in src] == ["00001", "00003"]
+    with pytest.raises(UsageError, match="image folders have no timestamps"):
+        open_source(folder, fps=2)
+    with pytest.raises(UsageError, match="past the end"):
+        open_source(folder, start=7)
+
+
+# ---- start past the end ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,codec", [("clip.mkv", "ffv1"), ("clip.mp4", "libx264")])
+def test_start_past_the_end_is_a_usage_error(tmp_path, name, codec):
+    path = write_video(tmp_path / name, flat_frames(24), codec=codec, fps=24)
+    with pytest.raises(UsageError, match=r"^--start 50 is past the end of the video \(24 frames\)$"):
+        open_source(path, start=50)
+    with pytest.raises(UsageError, match=r"^--start 24 is past the end of the video \(24 frames\)$"):
+        open_source(path, start=24)
+    with open_source(path, start=23) as src:
+        assert [f.index for f in src] == [23]
+
+
+def test_start_past_the_end_found_by_the_iteration(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "clip.mkv", flat_frames(5), codec="ffv1")
+    monkeypatch.setattr(reader_mod.PyAVSource, "_count_packets", lambda self, limit: limit)  # no cheap count
+    src = open_source(path, start=9)
+    with pytest.raises(UsageError, match=r"--start 9 is past the end of the video \(5 frames\)"):
+        list(src)
+
+
+# ---- indices true to the source when packets are lost -----------------------------------------
+
+
+def write_mjpeg(path, n=10, fps=10, drop=(), pts=None):
+    """MJPEG frames with grey levels 0, 20, 40...; `drop`: packets not muxed; `pts`: explicit timestamps."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuvj420p"
+        if pts is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 20 * i, np.uint8), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                if i not in drop:
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def corrupt_jpeg(path, k: int) -> None:
+    """Overwrite the k-th JPEG of the file with garbage (same size: the container stays intact)."""
+    data = bytearray(Path(path).read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    a, b = starts[k], starts[k + 1]
+    data[a:b - 16] = np.random.default_rng(0).integers(0, 256, b - 16 - a, dtype=np.uint8).tobytes()
+    Path(path).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("ext", ["avi", "mkv"])
+def test_corrupt_mjpeg_packet_leaves_a_gap_not_a_shift(tmp_path, ext):
+    path = write_mjpeg(tmp_path / f"cam.{ext}")
+    corrupt_jpeg(path, 3)
+    notices = []
+    with open_source(path, notice=notices.append) as src:
+        frames = list(src)
+        assert src.missing == 1
+    assert [f.index for f in frames] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert [f.pts for f in frames] == pytest.approx([f.index / 10 for f in frames])
+    assert [round(float(f.rgb.mean()) / 20) for f in frames] == [f.index for f in frames]  # result k = source k
+    assert notices == [f"frame 3 of {path} could not be decoded: skipped"]
+    with open_source(path, start=4, notice=notices.append) as src:  # outside the range: not reported
+        assert [f.index for f in src][:2] == [4, 5] and src.missing == 0
+    with open_source(path, every=3) as src:
+        assert [f.index for f in src] == [0, 6, 9]  # frame 3 is missing, the grid stays
+
+
+def test_lost_packets_and_a_corrupt_last_packet(tmp_path):
+    path = write_mjpeg(tmp_path / "lost.mkv", drop=(2, 5, 6))
+    notices = []
+    with open_source(path, notice=notices.append) as src:
+        assert [f.index for f in src] == [0, 1, 3, 4, 7, 8, 9]
+        assert src.missing == 3
+    assert notices == [f"frame 2 of {path} could not be decoded: skipped",
+                       f"frames 5-6 of {path} could not be decoded: skipped"]  # fmt: skip
+    tail = write_mjpeg(tmp_path / "tail.avi")
+    corrupt_jpeg(tail, 8)
+    with open_source(tail) as src:
+        assert [f.index for f in src] == [0, 1, 2, 3, 4, 5, 6, 7, 9]
+        assert src.missing == 1
+
+
+def test_variable_frame_rate_counts_frames(tmp_path):
+    pts = [0, 40, 130, 170, 300, 340, 345, 420]  # ms: no constant grid
+    path = write_mjpeg(tmp_path / "vfr.mkv", n=8, pts=pts)
+    with av.open(str(path)) as c:  # the container agrees: these are the frame times
+        assert [p.pts for p in c.demux(video=0) if p.size] == pts
+    notices = []
+    with open_source(path, notice=notices.append) as src:
+        frames = list(src)
+        assert src.missing == 0 and notices == []
+    assert [f.index for f in frames] == list(range(8))
+    assert [f.pts for f in frames] == pytest.approx([p / 1000 for p in pts])
+    with open_source(path, duration=0.3) as src:
+        assert [f.index for f in src] == [0, 1, 2, 3]
+    with open_source(path, fps=5) as src:  # 0.2 s slots by timestamp
+        assert [f.index for f in src] == [0, 4, 7]
+
+
+def test_indexer_rate_confirmation():
+    # a live stream whose probed rate is twice the real one (e.g. field rate): counted, not "missing"
+    idx = _Indexer(Fraction(1, 90000), 40, None, confirmed=False)
+    placed = [idx.place(3000 + 4500 * i) for i in range(5)]
+    assert [p[0] for p in placed] == [0, 1, 2, 3, 4] and not any(p[2] for p in placed)
+    # confirmed by one single-frame step, a gap is a loss
+    idx = _Indexer(Fraction(1, 90000), 20, None, confirmed=False)
+    placed = [idx.place(4500 * i) for i in (0, 1, 2, 5, 6)]
+    assert [p[0] for p in placed] == [0, 1, 2, 5, 6] and list(placed[3][2]) == [3, 4]
+    # undecodable packets without timestamps are counted in frame-counting mode
+    idx = _Indexer(Fraction(1, 1000), None, 0)
+    idx.failed(None)
+    assert idx.place(100)[0] == 1 and idx.place(200)[0] == 2
+    idx.failed(300)
+    assert list(idx.finish()) == [3]
+
+
+# ---- decord ----------------------------------------------------------------------------------
+
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "samples").glob("*.mp4"))
+needs_decord = pytest.mark.skipif(not reader_mod._decord_installed(), reason="decord not installed")
+
+
+@needs_decord
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_decord_matches_pyav_bit_exact_on_samples(sample):
+    for kwargs in [{}, dict(start=10, every=7), dict(fps=5, max_frames=6, start=3)]:
+        with open_source(sample, **kwargs) as a, open_source(sample, reader="decord", **kwargs) as b:
+            assert b.info.reader == "decord" and a.info.reader == "pyav"
+            for field in ("width", "height", "fps", "num_frames", "output_fps", "name"):
+                assert getattr(a.info, field) == getattr(b.info, field), field
+            fa, fb = list(a), list(b)
+        assert len(fa) == len(fb) == a.info.num_frames
+        assert [f.index for f in fa] == [f.index for f in fb]
+        assert [f.pts for f in fa] == [f.pts for f in fb]  # exact: both from the container timestamps
+        assert all(x.rgb.shape == y.rgb.shape and (x.rgb == y.rgb).all() for x, y in zip(fa, fb))
+    with open_source(sample, reader="auto") as src:
+        assert src.info.reader == "decord"  # measured faster (benchmarks/sources.py) and exact here
+
+
+@needs_decord
+def test_decord_refuses_rotation_and_auto_falls_back(tmp_path):
+    rotated = write_video(tmp_path / "phone.mp4", flat_frames(3), rotation=-90)
+    with pytest.raises(UsageError, match="decord reader cannot apply the rotation metadata of .*phone.mp4"):
+        open_source(rotated, reader="decord")
+    with open_source(rotated, reader="auto") as src:
+        assert src.info.reader == "pyav" and (src.info.width, src.info.height) == (H, W)
+    mkv = write_video(tmp_path / "clip.mkv", flat_frames(3), codec="ffv1")
+    with open_source(mkv, reader="auto") as src:
+        assert src.info.reader == "pyav"  # no frame count in the container: decord's length is a guess
+
+
+@needs_decord
+def test_decord_ten_bit_within_tolerance(tmp_path):
+    path = write_video(tmp_path / "ten.mkv", flat_frames(3), codec="ffv1", pix_fmt="yuv420p10le")
+    with open_source(path) as a, open_source(path, reader="decord") as b:
+        for x, y in zip(a, b):
+            diff = np.abs(x.rgb.astype(int) - y.rgb.astype(int))
+            assert diff.max() <= 32 and diff.mean() < 1.0  # decord's own 10-bit conversion (edges differ)
+
+
+def test_auto_reader_policy(monkeypatch):
+    monkeypatch.setattr(reader_mod, "_decord_installed", lambda: True)
+    probe = reader_mod._Probe("mov,mp4,m4a,3gp,3g2,mj2", "yuv420p", 60, None, 24.0, 320 * 192)
+    assert reader_mod._auto_prefers_decord(probe)
+    for change in [dict(pixels=1280 * 720), dict(pixels=480 * 270), dict(frames=None), dict(pix_fmt="yuv420p10le"),
+                   dict(format="matroska,webm"), dict(matrix=rotation_matrix(90))]:  # fmt: skip
+        assert not reader_mod._auto_prefers_decord(reader_mod._Probe(**{**probe.__dict__, **change})), change
+    monkeypatch.setattr(reader_mod, "_decord_installed", lambda: False)
+    assert not reader_mod._auto_prefers_decord(probe)
+
+
+def test_decord_not_installed_is_one_line(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "clip.mp4", flat_frames(2))
+    monkeypatch.setitem(sys.modules, "decord", None)  # import decord -> ImportError
+    message = r"^reader 'decord' is not installed \(pip install decord\); use --reader pyav$"
+    with pytest.raises(UsageError, match=message):
+        open_source(path, reader="decord")
+    with open_source(path, reader="auto") as src:
+        assert src.info.reader == "pyav"
