@@ -101,7 +101,8 @@ def default_formats(task: str, output: str | None, formats: Sequence[str] | None
 
 def _video_info(name: str, src, vocab: Vocabulary | None, task: str) -> VideoInfo:
     classes = vocab.names if vocab is not None else []
-    return VideoInfo(name, src.width, src.height, src.fps, src.num_frames, classes,
+    fps = getattr(src, "output_fps", None) or src.fps  # the rate of the frames processed (--every, --fps)
+    return VideoInfo(name, src.width, src.height, fps, src.num_frames, classes,
                      vocab.num_things if vocab is not None else 0, task)
 
 
@@ -145,6 +146,7 @@ class VideoJob:
         names = default_formats("vos" if options.task == "vos" else options.task, output, formats)
         self.prompts = list(prompts) + list(options.objects)
         options.objects = []
+        self._open_options = dict(open_options or {})
         if options.task == "vos" and not self.prompts:
             raise PromptError("vos needs a prompt: --point X,Y, --box X1,Y1,X2,Y2 or --mask FILE")
         if options.task != "vos" and self.prompts:
@@ -168,10 +170,15 @@ class VideoJob:
     def _check_prompts(self, src) -> None:
         """The session's prompt checks, before the model is loaded."""
         start = int(getattr(src, "start", 0) or 0)
+        every = int((self._open_options or {}).get("every") or 1)
+        sparse = every > 1 or (self._open_options or {}).get("fps") is not None
         for p in self.prompts:
             if p.frame < start:
                 raise PromptError(f"prompt frame {p.frame} is before --start {start}")
-            if src.num_frames is not None and p.frame - start >= src.num_frames:
+            if every > 1 and (p.frame - start) % every:
+                raise PromptError(f"prompt frame {p.frame} is skipped by --every {every} (processed frames: "
+                                  f"{start}, {start + every}, {start + 2 * every}, ...)")
+            if not sparse and src.num_frames is not None and p.frame - start >= src.num_frames:
                 raise PromptError(f"prompt frame {p.frame} is beyond the end of the video "
                                   f"({src.num_frames} frames from frame {start})")
             VideoSession._check_in_frame(p.obj_id, p.points, p.boxes, p.mask, src.width, src.height)

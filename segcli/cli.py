@@ -123,6 +123,18 @@ Budget = Annotated[float, typer.Option(metavar="MB", help="exact mode keeps mask
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the backbone (pays a warm-up of tens of "
                                        "seconds per input size; measured no gain on 2-core CPUs)")]
 Threads = Annotated[Optional[int], typer.Option(metavar="N", help="torch CPU threads (default: torch's choice)")]
+SourceFormat = Annotated[Optional[str], typer.Option(metavar="FMT", help="FFmpeg input format (demuxer or device), "
+                                                     "e.g. mpegts, v4l2, lavfi")]
+SourceOption = Annotated[Optional[list[str]], typer.Option(metavar="KEY=VALUE", help="FFmpeg demuxer/protocol "
+                                                           "option (repeatable), e.g. analyzeduration=200000")]
+MaxFrames = Annotated[Optional[int], typer.Option(metavar="N", help="stop after N processed frames (live sources)")]
+Duration = Annotated[Optional[float], typer.Option(metavar="S", help="stop after S seconds of source time")]
+Every = Annotated[int, typer.Option(metavar="N", help="process every Nth source frame (outputs keep source frame "
+                                    "numbers)")]
+Fps = Annotated[Optional[float], typer.Option("--fps", metavar="F", help="process at most F frames per second of "
+                                              "source time")]
+Timeout = Annotated[Optional[float], typer.Option(metavar="S", help="network/device sources: seconds to open and "
+                                                  "of silence before the stream counts as dropped (default 5 / 15)")]
 DatasetJson = Annotated[Optional[Path], typer.Option(metavar="FILE", help="ground-truth/dataset JSON (COCO, "
                                                      "COCO-panoptic or YouTube-VIS): image ids, video ids and "
                                                      "category ids are taken from it")]
@@ -282,6 +294,37 @@ def _check_stdout(output: str | None, names: list[str]) -> None:
             raise OutputError("stdout is closed: give -o FILE or -o DIR/")
 
 
+def _open_options(reader, start, end, source_format, source_option, max_frames, duration, every, fps, timeout,
+                  console) -> dict:
+    options = {}
+    for item in source_option or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--source-option {item!r}: expected KEY=VALUE")
+        options[key] = value
+    if max_frames is not None and max_frames < 1:
+        raise UsageError(f"--max-frames {max_frames}: must be at least 1")
+    if duration is not None and not (duration > 0 and math.isfinite(duration)):
+        raise UsageError(f"--duration {duration}: must be a positive number of seconds")
+    if every < 1:
+        raise UsageError(f"--every {every}: must be at least 1")
+    if fps is not None and not (fps > 0 and math.isfinite(fps)):
+        raise UsageError(f"--fps {fps}: must be a positive number")
+    if every > 1 and fps is not None:
+        raise UsageError("--every and --fps: give one of them")
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout {timeout}: must be a positive number of seconds")
+    out = dict(reader=reader, start=start, end=end, every=every, fps=fps, max_frames=max_frames, duration=duration,
+               notice=console.notice)
+    if source_format is not None:
+        out["source_format"] = source_format
+    if options:
+        out["source_options"] = options
+    if timeout is not None:
+        out["timeout"] = timeout
+    return out
+
+
 def _writer_options(dataset_json, video_id, davis_max_objects) -> dict:
     if dataset_json is not None and not Path(dataset_json).is_file():
         raise InputNotFoundError(f"no such dataset JSON: {dataset_json}")
@@ -315,7 +358,8 @@ def run_video(task: str, video: str, *, weights, device, precision, size, clip_s
               max_objects, start, end, output, format, quiet, mode, reader, vocab, stuff, vocab_file, dataset,
               open_vocab, exact_budget, compile=False, threads=None, vocab_embeddings=None, objects=(),
               label_objects=False, dataset_json=None, video_id=None, davis_max_objects=None,
-              mask_files=()) -> None:
+              mask_files=(), source_format=None, source_option=None, max_frames=None, duration=None, every=1,
+              fps=None, timeout=None) -> None:
     from . import api
     from .pipeline.video import VideoOptions
 
@@ -338,7 +382,9 @@ def run_video(task: str, video: str, *, weights, device, precision, size, clip_s
     _check_stdout(output, names)
     writer_options = _writer_options(dataset_json, video_id, davis_max_objects)
     job = api.VideoJob(video, opts, vocabulary=planned, output=output, formats=names, prompts=objects,
-                       open_options=dict(reader=reader, start=start, end=end), writer_options=writer_options,
+                       open_options=_open_options(reader, start, end, source_format, source_option, max_frames,
+                                                  duration, every, fps, timeout, console),
+                       writer_options=writer_options,
                        inputs=[str(m) for m in mask_files], notice=console.notice)
     try:
         seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
@@ -370,6 +416,8 @@ def vis(
     reader: Reader = "pyav", open_vocab: OpenVocab = False, exact_budget: Budget = 2048.0, compile: Compile = False,
     threads: Threads = None, dataset_json: DatasetJson = None, video_id: VideoId = None,
     davis_max_objects: DavisMax = None,
+    source_format: SourceFormat = None, source_option: SourceOption = None, max_frames: MaxFrames = None,
+    duration: Duration = None, every: Every = 1, fps: Fps = None, timeout: Timeout = None,
 ) -> None:
     """Video instance segmentation: tracked objects of the vocabulary.
 
@@ -380,6 +428,8 @@ def vis(
       segcli vis cam.mp4 --vocab person -f jsonl -o - | jq '.objects | length'
 
       segcli vis clip.mp4 --dataset ytvis21 -f ytvis -f overlay -o out/
+
+      segcli vis rtsp://camera/stream --vocab person --max-frames 300 -o out/
     """
     params = dict(locals())
     run_video("vis", params.pop("video"), **params)
@@ -397,6 +447,8 @@ def vps(
     end: End = None, output: Output = None, format: Formats = None, quiet: Quiet = False, mode: Mode = "auto",
     reader: Reader = "pyav", open_vocab: OpenVocab = False, exact_budget: Budget = 2048.0, compile: Compile = False,
     threads: Threads = None, dataset_json: DatasetJson = None, davis_max_objects: DavisMax = None,
+    source_format: SourceFormat = None, source_option: SourceOption = None, max_frames: MaxFrames = None,
+    duration: Duration = None, every: Every = 1, fps: Fps = None, timeout: Timeout = None,
 ) -> None:
     """Video panoptic segmentation (things with track ids + stuff), or semantic with --semantic.
 
@@ -432,6 +484,8 @@ def vos(
     clip_size: ClipSize = None, start: Start = 0, end: End = None, output: Output = None, format: Formats = None,
     quiet: Quiet = False, mode: Mode = "auto", reader: Reader = "pyav", exact_budget: Budget = 2048.0,
     compile: Compile = False, threads: Threads = None, dataset_json: DatasetJson = None,
+    source_format: SourceFormat = None, source_option: SourceOption = None, max_frames: MaxFrames = None,
+    duration: Duration = None, every: Every = 1, fps: Fps = None, timeout: Timeout = None,
 ) -> None:
     """Video object segmentation from prompts on a frame: clicks, boxes or a first-frame mask.
 

@@ -107,6 +107,7 @@ class SourceInfo:
     live: bool = False  # network stream, device or streamed stdin: frames as they arrive, one pass only
     output_fps: float | None = None  # rate of the yielded frames: fps / every, or min(fps, fps limit)
     reader: str = "opencv"  # "pyav" | "decord" | "opencv" (images)
+    start: int = 0  # the first source frame asked for (--start): prompts and outputs are numbered from 0
 
 
 @dataclass
@@ -1120,7 +1121,7 @@ def _check_format(name: str | None) -> None:
         raise UsageError(f"unknown source format {name!r} (ffmpeg -formats lists them)") from None
 
 
-def open_source(
+def _open_source(
     path: str | os.PathLike,
     reader: str = "pyav",
     start: int = 0,
@@ -1245,3 +1246,13 @@ def _short(err: BaseException) -> str:
     """One line of an exception message."""
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def open_source(path: str | os.PathLike, reader: str = "pyav", start: int = 0, end: int | None = None,
+                stdin: BinaryIO | None = None, **options) -> FrameSource:
+    source = _open_source(path, reader, start, end, stdin, **options)
+    source.info.start = start
+    return source
+
+
+open_source.__doc__ = _open_source.__doc__

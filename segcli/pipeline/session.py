@@ -158,7 +158,8 @@ class VideoSession:
         if frame < start:
             raise PromptError(f"prompt frame {frame} is before --start {start}")
         total = getattr(self.info, "num_frames", None)
-        if total is not None and frame - start >= total:
+        consecutive = getattr(self.info, "output_fps", None) in (None, getattr(self.info, "fps", None))
+        if total is not None and consecutive and frame - start >= total:
             raise PromptError(f"prompt frame {frame} is beyond the end of the video ({total} frames from frame "
                               f"{start})")
         if frame <= self._decided_upto:
