@@ -220,6 +220,21 @@ class VideoJob:
                 progress.advance()
 
         live = bool(getattr(self.source.info, "live", False))
+
+        def close_all() -> None:
+            stats = session.stats
+            lat = stats.clip_latency_s
+            run_stats = {"live": live, "first_result_s": _round(stats.first_result_s),
+                         "clip_latency_s": {"mean": _round(sum(lat) / len(lat)) if lat else None,
+                                            "max": _round(max(lat)) if lat else None},
+                         "missing_frames": int(getattr(self.source, "missing", 0) or 0),
+                         "stopped": report.stopped}
+            for w in self.writers:
+                if hasattr(w, "run_stats"):
+                    w.run_stats = run_stats
+            with _timed(hooks, "write"):
+                close_writers(writers)
+
         try:
             try:
                 for frame in _timed_iter(hooks, "decode", frames):
@@ -229,20 +244,19 @@ class VideoJob:
             except StreamError:
                 report.stopped = "stream"
                 deliver(session.finish())
-                close_writers(writers)
+                close_all()
                 raise
             except (KeyboardInterrupt, Interrupted):
                 if not live:
                     raise
                 report.stopped = "interrupted"  # a live source ends with Ctrl-C: keep what it gave
                 deliver(session.finish())
-                close_writers(writers)
+                close_all()
                 raise
             with _timed(hooks, "session"):
                 results = session.finish()
             deliver(results)
-            with _timed(hooks, "write"):
-                close_writers(writers)
+            close_all()
         except BaseException:
             if report.stopped is None:
                 abort_writers(writers)
@@ -375,6 +389,10 @@ def run(source, task: str = "vis", *, weights: str = DEFAULT_WEIGHTS, vocab: str
         job.close()
         raise
     return job.run(seg, notice=notice)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
 
 
 class _Nothing:

@@ -66,6 +66,9 @@ def test_dropped_stream_exits_10_with_complete_outputs(bundle, env, tmp_path):
     assert [f["frame"] for f in frames] == list(range(len(frames))) and len(frames) >= 12
     summary = json.loads((out / f"{name}.summary.json").read_text())
     assert summary["frames"] == len(frames)
+    run = summary["run"]  # latency to the first result and per clip, reported for live sources
+    assert run["live"] and run["stopped"] == "stream"
+    assert run["first_result_s"] > 0 and 0 < run["clip_latency_s"]["mean"] <= run["clip_latency_s"]["max"]
 
 
 def test_stdin_results_before_the_producer_finishes(bundle, env):

@@ -75,6 +75,8 @@ class SummaryWriter(Writer):
     def targets(self) -> list[Path]:
         return super().targets + ([self.text_path] if self.text_path is not None else [])
 
+    run_stats: dict | None = None  # set by the job before close: latencies, missing frames (see segcli.api)
+
     def _write(self, frame: FrameResult) -> None:
         self._davis.assign(frame)
         for seg in frame.segments:
@@ -99,7 +101,7 @@ class SummaryWriter(Writer):
             })
         return {"video": self.info.name, "task": self.info.task, "width": self.info.width,
                 "height": self.info.height, "fps": self.info.fps, "frames": self.frames_written,
-                "tracks": tracks}
+                "tracks": tracks, **({"run": self.run_stats} if self.run_stats else {})}
 
     def _close(self) -> None:
         doc = self.document()
