@@ -683,6 +683,25 @@ def _parser_error(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def _invoke(args: list[str]) -> int:
+    """Run the click command ourselves: Typer's own main loop turns Ctrl-C into a silent exit code
+    and a closed stdout pipe into exit 1, before we could report them."""
+    command = typer.main.get_command(app)
+    try:
+        with command.make_context("segcli", list(args)) as ctx:
+            command.invoke(ctx)
+    except Exception as exc:  # click's Exit (--help, --version) carries its code
+        if "Exit" in {cls.__name__ for cls in type(exc).__mro__} and hasattr(exc, "exit_code"):
+            return int(exc.exit_code or 0)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a command group given no subcommand: its help
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                print(ctx.get_help(), file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
 def _quiet_stdout() -> None:
     """After a broken pipe: no more writes (and no 'Exception ignored' at exit)."""
     try:
@@ -710,8 +729,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     debug = bool(os.environ.get("SEGCLI_DEBUG"))
     try:
-        result = app(args=args, prog_name="segcli", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
+        code = _invoke(args)
     except SegcliError as exc:
         if debug:
             raise

@@ -29,7 +29,7 @@ out = Console()
 
 def say(message: str) -> None:
     """A message for the user: stderr, never wrapped, never parsed as markup."""
-    typer.echo(message, err=True)
+    typer.echo(message if message.startswith("segcli") else f"segcli: {message}", err=True)
 
 
 VocabOpt = Annotated[Optional[str], typer.Option("--vocab", help='classes "a,b|b2,stuff:c"')]

@@ -28,7 +28,7 @@ out = Console()  # data (tables, paths): stdout
 
 def say(message: str) -> None:
     """A message for the user: stderr, never wrapped, never parsed as markup."""
-    typer.echo(message, err=True)
+    typer.echo(message if message.startswith("segcli") else f"segcli: {message}", err=True)
 
 
 NameArg = Annotated[str, typer.Argument(help="model (e.g. omg-seg-convl) or file id (see: weights list)")]

@@ -509,14 +509,16 @@ class PyAVSource(FrameSource):
             self._cfr = _cfr_rate(stream, packets)
             total = int(stream.frames) if stream.frames and stream.frames > 0 else None
             fps = self._rate(stream)
-            duration = container.duration / 1e6 if container.duration else None
         finally:
             container.close()
         start = self.selection.start
-        if total is None and start > 0 and not (duration and fps and start < duration * fps - 2):
-            counted = self._count_packets(start + 1)
-            if counted <= start:
-                raise UsageError(past_end_message(start, counted))
+        if total is None:
+            # no frame count in the container (FFV1/MKV, some AVI): count the packets, demuxing only
+            # (a second or so for an hour of video), so that progress, prompt and range checks
+            # know the length up front
+            total = self._count_packets(10**8) or None
+        if total is not None and start >= total:
+            raise UsageError(past_end_message(start, total))
         return rgb.shape[1], rgb.shape[0], fps, total
 
     def _count_packets(self, limit: int) -> int:
