@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import PromptError, StreamError, UsageError
+from .errors import Interrupted, PromptError, StreamError, UsageError
+from .io import DEFAULT_DIR_FORMAT, default_formats  # noqa: F401  (re-exported)
 from .pipeline.engine import Segmenter, is_model_folder, resolve_weights
 from .pipeline.image import ImageOptions, segment_image
 from .pipeline.session import Hooks, VideoSession, validate_options
@@ -31,16 +32,6 @@ from .results import FrameResult, VideoInfo
 from .vocab.parse import Vocabulary
 
 DEFAULT_WEIGHTS = "omg-seg-convl"
-DEFAULT_DIR_FORMAT = {"vis": "ytvis", "vps": "panoptic", "vss": "panoptic", "vos": "davis", "image": "jsonl"}
-
-
-class Interrupted(BaseException):
-    """SIGINT/SIGTERM while a job runs (a BaseException, like KeyboardInterrupt): the CLI maps it
-    to exit 130/143."""
-
-    def __init__(self, signal_number: int):
-        super().__init__(signal_number)
-        self.signal_number = signal_number
 
 
 @dataclass
@@ -77,26 +68,6 @@ def planned_vocabulary(weights: str, vocabulary: Vocabulary | None, class_agnost
     from .vocab import datasets
 
     return datasets.dataset_vocabulary("coco")
-
-
-def default_formats(task: str, output: str | None, formats: Sequence[str] | None) -> list[str]:
-    """-f as given, else by output: stdout -> jsonl; a folder -> the task's format; a file -> its suffix."""
-    import os
-
-    from .io import parse_formats
-
-    names = parse_formats(formats)
-    if names:
-        return names
-    if output is None or output == "-":
-        return ["jsonl"]
-    if output.endswith(("/", os.sep)) or Path(output).is_dir() or not Path(output).suffix:
-        return [DEFAULT_DIR_FORMAT[task]]
-    suffix = Path(output).suffix.lower()
-    if suffix == ".json":
-        return ["ytvis" if task == "vis" else "coco-rle"]
-    by_suffix = {".jsonl": "jsonl", ".mkv": "mask-video", ".mp4": "overlay", ".txt": "summary", ".png": "overlay"}
-    return [by_suffix.get(suffix, "jsonl")]
 
 
 def _video_info(name: str, src, vocab: Vocabulary | None, task: str) -> VideoInfo:
@@ -280,15 +251,10 @@ class ImageJob:
     def __init__(self, paths: Sequence[str], options: ImageOptions, *, vocabulary: Vocabulary | None,
                  output: str | None = None, formats: Sequence[str] | None = None,
                  writer_options: dict | None = None, notice: Callable[[str], None] | None = None):
-        from .pipeline.image import IMAGE_TASKS
+        from .pipeline.options import validate_image_options
         from .pipeline.reader import open_source
 
-        if options.task not in IMAGE_TASKS:
-            raise UsageError(f"--task {options.task!r}: choose {', '.join(IMAGE_TASKS)}")
-        if not 0.0 <= options.score_threshold <= 1.0:
-            raise UsageError(f"--score-threshold {options.score_threshold}: must be between 0 and 1")
-        if options.max_objects < 1:
-            raise UsageError(f"--max-objects {options.max_objects}: must be at least 1")
+        validate_image_options(options)
         if not paths:
             raise UsageError("give at least one image or folder")
         self.options = options

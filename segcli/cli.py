@@ -24,7 +24,7 @@ from .commands import batch as batch_cmd
 from .commands import bench as bench_cmd
 from .commands import vocab as vocab_cmd
 from .commands import weights as weights_cmd
-from .errors import InputNotFoundError, OutputError, PromptError, SegcliError, UsageError
+from .errors import InputNotFoundError, Interrupted, OutputError, PromptError, SegcliError, UsageError
 
 EXAMPLES = ("Examples:\n\n"
             '  segcli vis video.mp4 --vocab "dog,car"\n\n'
@@ -265,17 +265,33 @@ def _embed_dim(weights: str, embeddings_file) -> int | None:
 
 
 def check_common(*, weights: str, device: str, precision: str | None, threads: int | None) -> None:
-    """Options that need no input and no model, checked first."""
-    from .pipeline.engine import PRECISIONS, check_weights_name, resolve_device
+    """Options that need no input, no model and no torch, checked first (a bad value fails at once)."""
+    from .pipeline.options import check_device_name, check_precision
 
-    if precision is not None and precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r}: choose {', '.join(PRECISIONS)}")
-    dev = resolve_device(device)
-    if precision == "fp16" and dev.type == "cpu":
+    check_precision(precision)
+    check_device_name(device)
+    if precision == "fp16" and device == "cpu":
         raise UsageError("--precision fp16 needs a GPU; use bf16 on CPU")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads}: must be at least 1")
-    check_weights_name(weights)
+    path = Path(weights).expanduser()
+    if not path.exists():
+        if "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")):
+            from .errors import WeightsError
+
+            raise WeightsError(f"weights file not found: {weights}")
+        from . import weights as registry
+
+        registry.check_name(weights)
+
+
+def check_device(device: str, precision: str | None) -> None:
+    """Whether the device is there (needs torch: after every other check)."""
+    from .pipeline.engine import resolve_device
+
+    dev = resolve_device(device)
+    if precision == "fp16" and dev.type == "cpu":
+        raise UsageError("--precision fp16 needs a GPU; use bf16 on CPU")
 
 
 def _check_stdout(output: str | None, names: list[str]) -> None:
@@ -360,8 +376,8 @@ def run_video(task: str, video: str, *, weights, device, precision, size, clip_s
               label_objects=False, dataset_json=None, video_id=None, davis_max_objects=None,
               mask_files=(), source_format=None, source_option=None, max_frames=None, duration=None, every=1,
               fps=None, timeout=None) -> None:
-    from . import api
-    from .pipeline.video import VideoOptions
+    from .io import default_formats
+    from .pipeline.options import VideoOptions, validate_options
 
     console = Console(quiet)
     check_common(weights=weights, device=device, precision=precision, threads=threads)
@@ -369,22 +385,26 @@ def run_video(task: str, video: str, *, weights, device, precision, size, clip_s
         raise UsageError(f"--start {start}: must be >= 0")
     if end is not None and end <= start:
         raise UsageError(f"--end {end}: must be greater than --start {start}")
-    opts = VideoOptions(task=task, mode=mode, scale=parse_size(size), clip_size=clip_size,
-                        score_threshold=score_threshold, max_objects=max_objects, open_vocab=open_vocab,
-                        exact_budget_mb=exact_budget, label_objects=label_objects)
+    opts = validate_options(VideoOptions(task=task, mode=mode, scale=parse_size(size), clip_size=clip_size,
+                                         score_threshold=score_threshold, max_objects=max_objects,
+                                         open_vocab=open_vocab, exact_budget_mb=exact_budget,
+                                         label_objects=label_objects))
+    open_options = _open_options(reader, start, end, source_format, source_option, max_frames, duration, every, fps,
+                                 timeout, console)
+    writer_options = _writer_options(dataset_json, video_id, davis_max_objects)
+    names = default_formats(task, output, format)
+    _check_stdout(output, names)
     vocabulary, embeddings = select_vocabulary(vocab, stuff, vocab_file, dataset, vocab_embeddings,
                                                _embed_dim(weights, vocab_embeddings))
     agnostic = task == "vos" and vocabulary is None
     if agnostic and open_vocab:
         raise UsageError("--open-vocab needs a vocabulary")
+    from . import api  # torch from here on
+
+    check_device(device, precision)
     planned = api.planned_vocabulary(weights, vocabulary, agnostic)
-    names = api.default_formats(task, output, format)
-    _check_stdout(output, names)
-    writer_options = _writer_options(dataset_json, video_id, davis_max_objects)
     job = api.VideoJob(video, opts, vocabulary=planned, output=output, formats=names, prompts=objects,
-                       open_options=_open_options(reader, start, end, source_format, source_option, max_frames,
-                                                  duration, every, fps, timeout, console),
-                       writer_options=writer_options,
+                       open_options=open_options, writer_options=writer_options,
                        inputs=[str(m) for m in mask_files], notice=console.notice)
     try:
         seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
@@ -513,8 +533,7 @@ PROMPT_OPTIONS = ("--object", "--frame", "--point", "--box", "--mask")
 
 def parse_vos_prompts(args: list[str], default_frame: int = 0) -> list:
     """Walk the arguments in order: --object N and --frame K apply to the prompts after them."""
-    from .pipeline.prompts import objects_from_mask_png
-    from .pipeline.video import ObjectPrompt
+    from .pipeline.options import ObjectPrompt, objects_from_mask_png
 
     current_obj, current_frame = 1, default_frame
     prompts: dict[tuple[int, int], ObjectPrompt] = {}
@@ -590,8 +609,8 @@ def image(
 
       segcli image photos/ --dataset coco -f panoptic -o out/
     """
-    from . import api
-    from .pipeline.image import ImageOptions
+    from .io import default_formats
+    from .pipeline.options import ImageOptions, validate_image_options
 
     console = Console(quiet)
     check_common(weights=weights, device=device, precision=precision, threads=threads)
@@ -607,15 +626,18 @@ def image(
     agnostic = bool(objects) and vocabulary is None
     if agnostic and open_vocab:
         raise UsageError("--open-vocab needs a vocabulary")
-    opts = ImageOptions(task=task, scale=parse_size(size), score_threshold=score_threshold, max_objects=max_objects,
-                        open_vocab=open_vocab, objects=objects, label_objects=bool(objects) and not agnostic)
-    if not (isinstance(score_threshold, float) and 0.0 <= score_threshold <= 1.0):
-        raise UsageError(f"--score-threshold {score_threshold}: must be between 0 and 1")
-    planned = api.planned_vocabulary(weights, vocabulary, agnostic)
-    names = api.default_formats("image", output, format)
+    opts = validate_image_options(ImageOptions(task=task, scale=parse_size(size), score_threshold=score_threshold,
+                                               max_objects=max_objects, open_vocab=open_vocab, objects=objects,
+                                               label_objects=bool(objects) and not agnostic))
+    names = default_formats("image", output, format)
     _check_stdout(output, names)
+    writer_options = _writer_options(dataset_json, None, None)
+    from . import api  # torch from here on
+
+    check_device(device, precision)
+    planned = api.planned_vocabulary(weights, vocabulary, agnostic)
     job = api.ImageJob(paths, opts, vocabulary=planned, output=output, formats=names,
-                       writer_options=_writer_options(dataset_json, None, None), notice=console.notice)
+                       writer_options=writer_options, notice=console.notice)
     try:
         seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
                          class_agnostic=agnostic, open_vocab=open_vocab, threads=threads)
@@ -712,8 +734,6 @@ def _quiet_stdout() -> None:
 
 
 def _on_sigterm(signum, frame):
-    from .api import Interrupted
-
     raise Interrupted(signum)
 
 
@@ -745,8 +765,6 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - everything ends as one line and an exit code
-        from .api import Interrupted
-
         if isinstance(exc, Interrupted):
             print("segcli: terminated", file=sys.stderr)
             sys.exit(128 + exc.signal_number)

@@ -58,3 +58,12 @@ class StreamError(SegcliError):
     point are complete and written)."""
 
     exit_code = 10
+
+
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM while a job runs (a BaseException, like KeyboardInterrupt): the CLI maps it
+    to exit 128 + the signal number (130, 143)."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number

@@ -81,6 +81,25 @@ __all__ = ["FORMATS", "STDOUT_FORMATS", "DEFAULT_FORMAT", "WRITERS", "Writer", "
            "parse_formats", "open_writers", "close_writers", "abort_writers"]
 
 
+DEFAULT_DIR_FORMAT = {"vis": "ytvis", "vps": "panoptic", "vss": "panoptic", "vos": "davis", "image": "jsonl"}
+
+
+def default_formats(task: str, output: str | None, formats: Iterable[str] | str | None) -> list[str]:
+    """-f as given, else by output: stdout -> jsonl; a folder -> the task's format; a file -> its suffix."""
+    names = parse_formats(formats)
+    if names:
+        return names
+    if output is None or output == "-":
+        return ["jsonl"]
+    if output.endswith(("/", os.sep)) or Path(output).is_dir() or not Path(output).suffix:
+        return [DEFAULT_DIR_FORMAT[task]]
+    suffix = Path(output).suffix.lower()
+    if suffix == ".json":
+        return ["ytvis" if task == "vis" else "coco-rle"]
+    by_suffix = {".jsonl": "jsonl", ".mkv": "mask-video", ".mp4": "overlay", ".txt": "summary", ".png": "overlay"}
+    return [by_suffix.get(suffix, "jsonl")]
+
+
 def parse_formats(formats: Iterable[str] | str | None) -> list[str]:
     """Normalise ``-f`` values: comma-separated or repeated, case-insensitive, duplicates dropped.
 

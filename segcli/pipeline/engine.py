@@ -21,8 +21,7 @@ from ..model.config import OMGSegConfig, convl_config, convxxl_config
 from ..model.head import HeadOutput, Prompts
 from ..model.omgseg import OMGSeg, build_model
 from ..vocab.parse import Vocabulary
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from .options import PRECISIONS, check_device_name
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -32,8 +31,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise UsageError(f"unknown device '{name}' (choose auto, cpu, cuda, cuda:N or mps)")
+    check_device_name(name)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

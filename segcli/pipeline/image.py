@@ -3,33 +3,17 @@ SAM-like answer to point and box prompts (one mask per object)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
 from ..errors import UsageError
 from ..results import FrameResult, Segment
 from .engine import Segmenter
+from .options import IMAGE_TASKS, ImageOptions  # noqa: F401  (re-exported)
 from .postprocess import LazyMasks, upsample_masks
 from .preprocess import preprocess_frames
 from .prompts import prompt_boxes
 from .tasks import InstanceTracks, instance_segments, panoptic_frame_segments, semantic_segments
-
-IMAGE_TASKS = ("panoptic", "instance", "semantic")
-
-
-@dataclass
-class ImageOptions:
-    task: str = "panoptic"
-    scale: tuple[int, int] | None = None  # (w, h) limits; default: the model's image scale
-    score_threshold: float = 0.3
-    max_objects: int = 100
-    open_vocab: bool = False
-    keep_image: bool = False
-    # prompt mode: {object id: (points [(x, y)], boxes [(x1, y1, x2, y2)])} in original pixels
-    objects: dict[int, tuple[list, list]] = field(default_factory=dict)
-    label_objects: bool = False
 
 
 def segment_image(seg: Segmenter, frame, opts: ImageOptions) -> FrameResult:

@@ -209,37 +209,4 @@ def mask_prompt_boxes(masks_ori: np.ndarray, img_shape: Sequence[int]) -> torch.
     return point_boxes(torch.tensor(points, dtype=torch.float32))
 
 
-# ---------------------------------------------------------------------------------------------
-# Mask prompts from files
-# ---------------------------------------------------------------------------------------------
-
-MASK_MODES = ("P", "L", "1", "I", "I;16")  # palette or grayscale: pixel value = object id
-
-
-def objects_from_mask_png(path: str, frame_index: int = 0) -> list:
-    """A DAVIS-style first-frame mask: one ObjectPrompt per non-zero index. Colour photos are
-    refused (their pixel values are not object ids)."""
-    from pathlib import Path
-
-    from PIL import Image, UnidentifiedImageError
-
-    from segcli.errors import InputNotFoundError
-    from segcli.pipeline.video import ObjectPrompt
-
-    if not Path(path).is_file():
-        raise InputNotFoundError(f"no such mask file: {path}")
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode not in MASK_MODES:
-                raise PromptError(f"mask {path} is a {mode} image: expected an indexed (palette) or grayscale "
-                                  "PNG whose pixel values are object ids (DAVIS style)")
-            arr = np.array(im)
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise PromptError(f"cannot read mask {path}: expected an indexed PNG (DAVIS style)") from None
-    ids = [int(v) for v in np.unique(arr) if v != 0]
-    if not ids:
-        raise PromptError(f"mask {path} holds no object (all pixels are 0)")
-    if len(ids) > 255 or max(ids) > 255:
-        raise PromptError(f"mask {path} has object ids above 255")
-    return [ObjectPrompt(oid, frame_index, mask=arr == oid) for oid in ids]
+from segcli.pipeline.options import MASK_MODES, objects_from_mask_png  # noqa: E402,F401  (re-exported)

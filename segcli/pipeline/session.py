@@ -24,7 +24,6 @@ end); live sources use fixed clips instead so that each clip leaves as soon as i
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -35,8 +34,9 @@ from ..errors import PromptError, UsageError
 from ..results import FrameResult
 from .clips import OnlineClipSplitter
 from .engine import Segmenter
+from .options import ObjectPrompt, VideoOptions, validate_options
 from .prompts import validate_boxes, validate_mask, validate_points
-from .video import MODES, TASKS, ObjectPrompt, VideoOptions, VideoSegmentation, _HeldClip
+from .video import VideoSegmentation, _HeldClip
 
 
 class Hooks:
@@ -58,25 +58,6 @@ class SessionStats:
     started: float = field(default_factory=time.perf_counter)
     first_result_s: float | None = None  # from the first frame pushed to the first result out
     clip_latency_s: list[float] = field(default_factory=list)  # last frame of a clip pushed -> its results out
-
-
-def validate_options(opts: VideoOptions) -> VideoOptions:
-    """Every option checked up front, before any model work (the same errors the CLI reports)."""
-    if opts.task not in TASKS:
-        raise UsageError(f"unknown video task '{opts.task}' (choose {', '.join(TASKS)})")
-    if opts.mode not in MODES:
-        raise UsageError(f"--mode {opts.mode!r}: choose {', '.join(MODES)}")
-    if opts.clip_size is not None and (not isinstance(opts.clip_size, int) or opts.clip_size < 1):
-        raise UsageError(f"--clip-size {opts.clip_size}: must be at least 1")
-    if not (isinstance(opts.score_threshold, (int, float)) and 0.0 <= opts.score_threshold <= 1.0):
-        raise UsageError(f"--score-threshold {opts.score_threshold}: must be between 0 and 1")
-    if not isinstance(opts.max_objects, int) or opts.max_objects < 1:
-        raise UsageError(f"--max-objects {opts.max_objects}: must be at least 1")
-    if not (opts.exact_budget_mb > 0 and math.isfinite(opts.exact_budget_mb)):
-        raise UsageError(f"--exact-budget {opts.exact_budget_mb}: must be a positive number of MB")
-    if opts.scale is not None and (len(opts.scale) != 2 or min(opts.scale) <= 0):
-        raise UsageError(f"--size {opts.scale}: expected positive WxH")
-    return opts
 
 
 class VideoSession:

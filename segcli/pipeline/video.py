@@ -15,7 +15,7 @@ track ids (query slots) are stable; they differ only in which average the decisi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -25,38 +25,10 @@ import torch.nn.functional as F
 from ..errors import PromptError
 from ..results import FrameResult, Segment
 from .engine import Segmenter
+from .options import MODES, TASKS, ObjectPrompt, VideoOptions  # noqa: F401  (re-exported)
 from .postprocess import LazyMasks, match_first_frame, paint_vos, select_proposals, upsample_masks
 from .preprocess import FrameMeta, preprocess_frames
 from .tasks import InstanceTracks, instance_segments, panoptic_frame_segments, semantic_segments
-
-TASKS = ("vis", "vps", "vss", "vos")
-MODES = ("auto", "exact", "online")
-
-
-@dataclass
-class ObjectPrompt:
-    """One object to track in `vos`: prompts on `frame` in original-frame pixels."""
-
-    obj_id: int
-    frame: int = 0
-    points: list[tuple[float, float]] = field(default_factory=list)
-    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
-    mask: np.ndarray | None = None  # bool (H, W) at the original size
-
-
-@dataclass
-class VideoOptions:
-    task: str = "vis"
-    mode: str = "auto"
-    scale: tuple[int, int] | None = None  # (w, h) resize limits; default: the model's video scale
-    clip_size: int | None = None
-    score_threshold: float = 0.3
-    max_objects: int = 100
-    open_vocab: bool = False  # CLIP mask-pooling ensemble (needs Segmenter.seen)
-    keep_images: bool = False  # keep RGB frames in the results (overlay writer)
-    exact_budget_mb: float = 2048.0
-    objects: list[ObjectPrompt] = field(default_factory=list)  # vos
-    label_objects: bool = False  # vos: label each object with the vocabulary
 
 
 @dataclass

@@ -1,0 +1,132 @@
+"""What a run is asked to do, checked without torch: the CLI validates every option with these
+before it loads anything (a bad option fails in a fraction of a second), and the session and
+jobs apply the same checks for API callers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import PromptError, UsageError
+
+TASKS = ("vis", "vps", "vss", "vos")
+MODES = ("auto", "exact", "online")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class ObjectPrompt:
+    """One object to track in `vos`: prompts on `frame` in original-frame pixels."""
+
+    obj_id: int
+    frame: int = 0
+    points: list[tuple[float, float]] = field(default_factory=list)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    mask: np.ndarray | None = None  # bool (H, W) at the original size
+
+
+@dataclass
+class VideoOptions:
+    task: str = "vis"
+    mode: str = "auto"
+    scale: tuple[int, int] | None = None  # (w, h) resize limits; default: the model's video scale
+    clip_size: int | None = None
+    score_threshold: float = 0.3
+    max_objects: int = 100
+    open_vocab: bool = False  # CLIP mask-pooling ensemble (needs Segmenter.seen)
+    keep_images: bool = False  # keep RGB frames in the results (overlay writer)
+    exact_budget_mb: float = 2048.0
+    objects: list[ObjectPrompt] = field(default_factory=list)  # vos
+    label_objects: bool = False  # vos: label each object with the vocabulary
+
+
+def validate_options(opts: VideoOptions) -> VideoOptions:
+    """Every option checked up front, before any model work (the same errors the CLI reports)."""
+    if opts.task not in TASKS:
+        raise UsageError(f"unknown video task '{opts.task}' (choose {', '.join(TASKS)})")
+    if opts.mode not in MODES:
+        raise UsageError(f"--mode {opts.mode!r}: choose {', '.join(MODES)}")
+    if opts.clip_size is not None and (not isinstance(opts.clip_size, int) or opts.clip_size < 1):
+        raise UsageError(f"--clip-size {opts.clip_size}: must be at least 1")
+    if not (isinstance(opts.score_threshold, (int, float)) and 0.0 <= opts.score_threshold <= 1.0):
+        raise UsageError(f"--score-threshold {opts.score_threshold}: must be between 0 and 1")
+    if not isinstance(opts.max_objects, int) or opts.max_objects < 1:
+        raise UsageError(f"--max-objects {opts.max_objects}: must be at least 1")
+    if not (opts.exact_budget_mb > 0 and math.isfinite(opts.exact_budget_mb)):
+        raise UsageError(f"--exact-budget {opts.exact_budget_mb}: must be a positive number of MB")
+    if opts.scale is not None and (len(opts.scale) != 2 or min(opts.scale) <= 0):
+        raise UsageError(f"--size {opts.scale}: expected positive WxH")
+    return opts
+
+
+def check_precision(precision: str | None) -> None:
+    if precision is not None and precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: choose {', '.join(PRECISIONS)}")
+
+
+def check_device_name(name: str) -> None:
+    if name not in DEVICE_NAMES and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UsageError(f"unknown device '{name}' (choose auto, cpu, cuda, cuda:N or mps)")
+
+
+IMAGE_TASKS = ("panoptic", "instance", "semantic")
+
+
+@dataclass
+class ImageOptions:
+    task: str = "panoptic"
+    scale: tuple[int, int] | None = None  # (w, h) limits; default: the model's image scale
+    score_threshold: float = 0.3
+    max_objects: int = 100
+    open_vocab: bool = False
+    keep_image: bool = False
+    # prompt mode: {object id: (points [(x, y)], boxes [(x1, y1, x2, y2)])} in original pixels
+    objects: dict[int, tuple[list, list]] = field(default_factory=dict)
+    label_objects: bool = False
+
+
+def validate_image_options(opts: ImageOptions) -> ImageOptions:
+    if opts.task not in IMAGE_TASKS:
+        raise UsageError(f"--task {opts.task!r}: choose {', '.join(IMAGE_TASKS)}")
+    if not (isinstance(opts.score_threshold, (int, float)) and 0.0 <= opts.score_threshold <= 1.0):
+        raise UsageError(f"--score-threshold {opts.score_threshold}: must be between 0 and 1")
+    if not isinstance(opts.max_objects, int) or opts.max_objects < 1:
+        raise UsageError(f"--max-objects {opts.max_objects}: must be at least 1")
+    if opts.scale is not None and (len(opts.scale) != 2 or min(opts.scale) <= 0):
+        raise UsageError(f"--size {opts.scale}: expected positive WxH")
+    return opts
+
+
+MASK_MODES = ("P", "L", "1", "I", "I;16")  # palette or grayscale: pixel value = object id
+
+
+def objects_from_mask_png(path: str, frame_index: int = 0) -> list:
+    """A DAVIS-style first-frame mask: one ObjectPrompt per non-zero index. Colour photos are
+    refused (their pixel values are not object ids)."""
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    from segcli.errors import InputNotFoundError
+
+    if not Path(path).is_file():
+        raise InputNotFoundError(f"no such mask file: {path}")
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode not in MASK_MODES:
+                raise PromptError(f"mask {path} is a {mode} image: expected an indexed (palette) or grayscale "
+                                  "PNG whose pixel values are object ids (DAVIS style)")
+            arr = np.array(im)
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise PromptError(f"cannot read mask {path}: expected an indexed PNG (DAVIS style)") from None
+    ids = [int(v) for v in np.unique(arr) if v != 0]
+    if not ids:
+        raise PromptError(f"mask {path} holds no object (all pixels are 0)")
+    if len(ids) > 255 or max(ids) > 255:
+        raise PromptError(f"mask {path} has object ids above 255")
+    return [ObjectPrompt(oid, frame_index, mask=arr == oid) for oid in ids]
