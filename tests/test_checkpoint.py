@@ -221,3 +221,37 @@ def test_backbone_matches_timm_convnext_through_open_clip_names():
         ref = trunk.forward_intermediates(x, intermediates_only=True)
     for a, b in zip(feats, ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_video_demo_checkpoint_without_prompt_keys_serves_automatic_tasks(bundle, tmp_path):
+    """A state_dict of the official video-demo config has no interactive-prompt keys: it loads for
+    vis/vps, and prompts are refused with one line (a mask prompt needs no prompt branch)."""
+    import shutil
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from segcli.errors import PromptError
+    from segcli.pipeline.engine import Segmenter
+    from segcli.pipeline.options import ObjectPrompt, VideoOptions
+    from segcli.pipeline.session import VideoSession
+
+    folder = tmp_path / "demo_model"
+    shutil.copytree(bundle.path, folder, ignore=shutil.ignore_patterns("inputs.npz", "outputs.npz"))
+    state = load_file(str(folder / "weights.safetensors"))
+    assert all(k in state for k in PROMPT_KEYS)
+    save_file({k: v for k, v in state.items() if k not in PROMPT_KEYS}, str(folder / "weights.safetensors"))
+    emb = torch.from_numpy(bundle.outputs["cls_embed_file"])
+    seg = Segmenter.load(str(folder), device="cpu", embeddings=emb)
+    assert not seg.has_prompts
+    frames = [f.copy() for f in bundle.inputs["vid_frames_raw_rgb"][:3]]
+    results = list(VideoSession(seg, VideoOptions(task="vps", mode="online")).run(frames))
+    assert len(results) == 3 and any(r.segments for r in results)
+    session = VideoSession(seg, VideoOptions(task="vos"))
+    with pytest.raises(PromptError, match="no interactive-prompt branch"):
+        session.add_prompt(1, 0, points=[(10, 10)])
+    h, w = frames[0].shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[10:40, 10:40] = True
+    vos = list(VideoSession(seg, VideoOptions(task="vos", objects=[ObjectPrompt(1, 0, mask=mask)])).run(frames))
+    assert len(vos) == 3

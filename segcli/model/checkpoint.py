@@ -183,7 +183,20 @@ def load_weights(model: torch.nn.Module, weights: str | Path, clip: str | Path |
             f"{weights} holds no backbone weights; also give the CLIP checkpoint "
             "(segcli weights pull clip-convnext-large-d-320)"
         )
+    expected = model.state_dict()
+    if all(k in expected for k in PROMPT_KEYS) and not any(k.removeprefix("module.") in PROMPT_KEYS for k in state):
+        # a checkpoint of the video-demo config (651 keys): everything but the interactive-prompt
+        # branch. It serves the automatic tasks; the branch is dropped and prompts are refused.
+        drop_prompt_branch(model)
     load_into(model, state, source=str(weights))
+
+
+def drop_prompt_branch(model: torch.nn.Module) -> None:
+    head = model.panoptic_head
+    for name in ("mask_tokens", "pb_embedding", "pos_linear"):
+        if hasattr(head, name):
+            delattr(head, name)
+    head.cfg.with_prompt = False
 
 
 # ---- model folders -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError, WeightsError
+from ..errors import PromptError, UsageError, WeightsError
 from ..model.checkpoint import load_weights, model_folder_config
 from ..model.config import OMGSegConfig, convl_config, convxxl_config
 from ..model.head import HeadOutput, Prompts
@@ -195,6 +195,11 @@ class Segmenter:
         self.model.panoptic_head.classify_every_layer = not on
 
     @property
+    def has_prompts(self) -> bool:
+        """False for weights without the interactive-prompt branch (automatic tasks only)."""
+        return bool(self.model.panoptic_head.cfg.with_prompt)
+
+    @property
     def dtype(self) -> torch.dtype:
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
@@ -294,6 +299,10 @@ class Segmenter:
                        pixel: tuple | None = None) -> HeadOutput:
         """feats of ONE frame; boxes (N, 4) x1,y1,x2,y2 normalised by img_shape; bp (N,);
         pixel: that frame's pixel-decoder outputs if a decode_clip already computed them."""
+        if not self.has_prompts:
+            raise PromptError("these weights have no interactive-prompt branch (a checkpoint of the official "
+                              "video-demo config): point, box and mask prompts need the all-tasks checkpoint "
+                              "(segcli weights pull omg-seg-convl)")
         prompts = Prompts(boxes[None].to(self.device).float(), bp[None].to(self.device))
         with self.autocast():
             out = self.model.forward_prompts(feats, prompts, pixel=pixel)

@@ -145,6 +145,9 @@ class VideoSession:
                               f"{start})")
         if frame <= self._decided_upto:
             raise PromptError(f"prompt frame {frame} is already segmented: add prompts before its clip is final")
+        if (points or boxes) and not self.seg.has_prompts:
+            raise PromptError("these weights have no interactive-prompt branch (a checkpoint of the official "
+                              "video-demo config): points and boxes need the all-tasks checkpoint; a --mask works")
         if self._size is not None:
             self._check_in_frame(obj_id, points, boxes, mask, *self._size)
         limit = self.seg.cfg.test.num_proposals
