@@ -1,5 +1,13 @@
-"""Shared fixtures. Parity tests read a golden bundle from --golden (default ../shared/golden/tiny_v1
-relative to the repository); when it is absent they are skipped with that reason."""
+"""Shared fixtures.
+
+* `model_dir` / `segmenter`: a tiny synthetic model folder (tests/synthetic.py), built once per
+  session from a seed. Pipeline, API and CLI tests that need a working model but no golden numbers
+  run on it, so they need nothing outside the repository.
+* `bundle`: the golden bundle from --golden (default ../shared/golden/tiny_v1 relative to the
+  repository) for the numerical parity tests; when it is absent they are skipped with that reason.
+  `golden_segmenter` / `golden_runs` hold the loaded golden model and the results of the golden
+  video runs that several tests read, computed once per session.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +23,81 @@ MANIFEST = REPO.parent / "shared" / "golden" / "manifest_convl.json"
 
 
 def pytest_addoption(parser):
-    parser.addoption("--golden", default=str(DEFAULT_GOLDEN), help="golden bundle directory")
+    # give it as --golden=DIR: with `--golden DIR` and no test path, pytest takes DIR for the test
+    # path before any conftest is loaded, and the option is unknown then
+    parser.addoption("--golden", default=str(DEFAULT_GOLDEN), help="golden bundle directory (--golden=DIR)")
 
 
+# ---- the synthetic model ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> str:
+    """A synthetic model folder (config.json, weights.safetensors, text_tower.safetensors, its own
+    classes), the layout `--weights DIR` reads."""
+    from synthetic import make_model_folder
+
+    return str(make_model_folder(tmp_path_factory.mktemp("synthetic_model")))
+
+
+@pytest.fixture(scope="session")
+def model_embeddings(model_dir):
+    """The synthetic folder's class embeddings of its own vocabulary, from its text tower."""
+    from synthetic import class_embeddings
+
+    return class_embeddings(model_dir)
+
+
+@pytest.fixture(scope="session")
+def segmenter(model_dir, model_embeddings):
+    """The synthetic model loaded once: fp32, CPU, its own vocabulary. Tests must not change it
+    (monkeypatch restores what a test patches)."""
+    from segcli.pipeline.engine import Segmenter
+
+    return Segmenter.load(model_dir, device="cpu", precision="fp32", embeddings=model_embeddings)
+
+
+@pytest.fixture(scope="session")
+def shapes_frames():
+    """The first 9 frames of samples/shapes.mp4 (320x192); `shapes_frames()` gives fresh copies
+    (the pipeline drops each frame's pixels once its clip is decoded)."""
+    from segcli.pipeline.reader import Frame, open_source
+
+    with open_source(str(REPO / "samples" / "shapes.mp4"), end=9) as src:
+        frames = list(src)
+
+    def fresh(n: int = 9):
+        return [Frame(f.index, f.pts, f.rgb.copy(), f.name) for f in frames[:n]]
+
+    return fresh
+
+
+@pytest.fixture
+def segcli_home(tmp_path_factory, monkeypatch):
+    """SEGCLI_HOME in the session's temp folder, shared by the tests that use it (class embeddings
+    are cached once); no network."""
+    home = tmp_path_factory.getbasetemp() / "segcli_home"
+    monkeypatch.setenv("SEGCLI_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: cli(args) -> (exit code, stdout, stderr)."""
+    from segcli.cli import main
+
+    def run(args):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+# ---- the golden bundle -----------------------------------------------------------------------
 class Bundle:
     """A golden bundle: config.json, inputs.npz, outputs.npz, weights.safetensors."""
 
@@ -43,6 +123,12 @@ class Bundle:
     def weights(self) -> Path:
         return self.path / "weights.safetensors"
 
+    def frames(self):
+        """The golden video as reader Frames (fresh arrays each call)."""
+        from segcli.pipeline.reader import Frame
+
+        return [Frame(i, i / 25, rgb.copy(), f"{i:05d}") for i, rgb in enumerate(self.inputs["vid_frames_raw_rgb"])]
+
 
 @pytest.fixture(scope="session")
 def bundle(request) -> Bundle:
@@ -50,6 +136,63 @@ def bundle(request) -> Bundle:
     if not (path / "config.json").is_file():
         pytest.skip(f"golden bundle not found at {path}")
     return Bundle(path)
+
+
+@pytest.fixture(scope="session")
+def golden_segmenter(bundle):
+    """The golden model, fp32 on the CPU, with the bundle's own class embeddings."""
+    import torch
+
+    from segcli.pipeline.engine import Segmenter
+
+    emb = torch.from_numpy(bundle.outputs["cls_embed_file"])
+    return Segmenter.load(str(bundle.path), device="cpu", precision="fp32", embeddings=emb)
+
+
+class GoldenRuns:
+    """Whole-video runs of the golden model on the bundle's frames, each computed once per session
+    (several tests read the same exact vis/vps results). `calls[key]`: how many times the head's
+    classifier ran during that run."""
+
+    # the runs several tests share
+    EXACT_VPS = dict(task="vps", mode="exact")
+    EXACT_VIS = dict(task="vis", mode="exact", score_threshold=0.0, max_objects=1000)
+
+    def __init__(self, bundle: Bundle, seg):
+        self.bundle, self.seg = bundle, seg
+        self._results: dict = {}
+        self.calls: dict = {}
+
+    def get(self, **options):
+        """Results (list of FrameResult) of segment_video with VideoOptions(**options) (no prompts)."""
+        from segcli.pipeline.video import VideoOptions, segment_video
+
+        key = tuple(sorted(options.items()))
+        if key not in self._results:
+            head = self.seg.model.panoptic_head
+            classify = head.forward_logit
+            count = [0]
+
+            def counted(emb):
+                count[0] += 1
+                return classify(emb)
+
+            head.forward_logit = counted
+            try:
+                self._results[key] = list(segment_video(self.seg, self.bundle.frames(), VideoOptions(**options)))
+            finally:
+                del head.forward_logit  # back to the class's method
+            self.calls[key] = count[0]
+        return self._results[key]
+
+    def classify_calls(self, **options) -> int:
+        self.get(**options)
+        return self.calls[tuple(sorted(options.items()))]
+
+
+@pytest.fixture(scope="session")
+def golden_runs(bundle, golden_segmenter) -> GoldenRuns:
+    return GoldenRuns(bundle, golden_segmenter)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,12 @@
-"""Fast paths (issue #6) against the fp32 reference on the golden bundle, and the helpers that
-make them: bf16 autocast with bf16 weights, channels_last, folded layer scales, the MSDA
-blend in float32, the allocator setting, prefetching reader and background writers."""
+"""Fast paths (issue #6) against the fp32 reference (bf16 bounds on the golden bundle, exact
+rewrites on the synthetic model), and the helpers that make them: bf16 autocast with bf16 weights,
+channels_last, folded layer scales, the MSDA blend in float32, the allocator setting, prefetching
+reader and background writers."""
 
 from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -65,18 +65,31 @@ def test_bf16_within_bound_of_fp32(bundle, reference):
     assert seg.model.backbone.head[1].mlp.fc1.weight.dtype == torch.float32  # used outside autocast
 
 
-def test_channels_last_fp32_is_the_same_computation(bundle, reference):
-    clip, ref = reference
-    seg = make_segmenter(bundle, "fp32", channels_last=True)
-    out = seg.decode_clip(seg.features(clip), 3)
+def synthetic_clip(n: int = 3) -> torch.Tensor:
+    """A normalised, padded clip for the synthetic model (its 160x96 video size)."""
+    return torch.randn(n, 3, 96, 160, generator=torch.Generator().manual_seed(5))
+
+
+def test_channels_last_fp32_is_the_same_computation(segmenter, monkeypatch):
+    clip = synthetic_clip()
+    assert segmenter.channels_last  # the CPU default
+    out = segmenter.decode_clip(segmenter.features(clip), 3)
+    monkeypatch.setattr(segmenter, "channels_last", False)
+    ref = segmenter.decode_clip(segmenter.features(clip), 3)
+    assert (ref.mask_logits > 0).any() and (ref.mask_logits < 0).any()  # masks with content to compare
     torch.testing.assert_close(out.mask_logits, ref.mask_logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out.cls_logits, ref.cls_logits, atol=1e-3, rtol=1e-4)
 
 
-def test_folded_layer_scale_same_numbers(bundle):
-    model = build_model(config_from_bundle(bundle.config))
-    load_weights(model, bundle.weights)
-    x = torch.from_numpy(bundle.inputs["img_batch_inputs"])
+def test_folded_layer_scale_same_numbers(model_dir):
+    import json
+    from pathlib import Path
+
+    model = build_model(config_from_bundle(json.loads((Path(model_dir) / "config.json").read_text())))
+    load_weights(model, Path(model_dir) / "weights.safetensors")
+    gammas = [b.gamma.clone() for b in model.backbone.modules() if hasattr(b, "fold_layer_scale")]
+    assert gammas and all((g > 0.1).all() for g in gammas)  # real layer scales, not 1e-6
+    x = synthetic_clip(2)
     ref = model.extract_features(x)
     for block in model.backbone.modules():
         if hasattr(block, "fold_layer_scale"):
@@ -117,19 +130,52 @@ def test_softmax_fp32_matches_torch():
     torch.testing.assert_close(msda.softmax_fp32(x), x.float().softmax(-1), atol=1e-6, rtol=1e-6)
 
 
-def test_prefetch_keeps_order_and_bounds_the_queue():
+def test_prefetch_keeps_order_and_bounds_the_queue(monkeypatch):
+    """The worker reads at most `depth` queued items + the one it holds ahead of the consumer, and
+    does read that far. Synchronised on the worker's own puts (no sleeps): after taking item k the
+    test waits until the worker blocks on the full queue, holding item k + depth + 1."""
+    from segcli.pipeline import prefetch as prefetch_module
+
+    depth, total = 3, 20
     produced = []
+    blocked = []  # items the worker held while the queue was full
+    done = []
+    changed = threading.Condition()
+    put = prefetch_module._put
+
+    def spy(q, item, stop):
+        with changed:
+            if item is prefetch_module._DONE:
+                done.append(True)
+            elif q.full():
+                blocked.append(item)
+            changed.notify_all()
+        return put(q, item, stop)
+
+    monkeypatch.setattr(prefetch_module, "_put", spy)
 
     def source():
-        for i in range(20):
+        for i in range(total):
             produced.append(i)
             yield i
 
-    it = prefetch(source(), depth=3)
-    assert next(it) == 0
-    time.sleep(0.2)
-    assert len(produced) <= 1 + 3 + 1  # consumed + queued + the one waiting to be put
-    assert list(it) == list(range(1, 20))
+    it = prefetch(source(), depth=depth)
+    try:
+        for k in range(total):
+            assert next(it) == k
+            ahead = k + depth + 1
+            with changed:
+                if ahead < total:
+                    assert changed.wait_for(lambda: done or (blocked and blocked[-1] >= ahead), timeout=10)
+                    # blocked holding item `ahead`: items k+1..k+depth are queued, nothing more was read
+                    assert len(produced) == ahead + 1, (k, len(produced))
+                else:  # the source ends within reach: the worker reads it all and hands over the end
+                    assert changed.wait_for(lambda: done, timeout=10)
+                    assert len(produced) == total
+        with pytest.raises(StopIteration):
+            next(it)
+    finally:
+        it.close()
 
 
 def test_prefetch_reraises_and_stops_early():
@@ -142,12 +188,21 @@ def test_prefetch_reraises_and_stops_early():
     with pytest.raises(ValueError, match="bad frame"):
         next(it)
 
-    started = threading.active_count()
-    it = prefetch(iter(range(10**6)), depth=2)
+    produced = []
+
+    def endless():
+        for i in range(10**6):
+            produced.append(i)
+            yield i
+
+    before = set(threading.enumerate())
+    it = prefetch(endless(), depth=2)
     next(it)
-    it.close()  # the worker thread ends instead of decoding the rest
-    time.sleep(0.3)
-    assert threading.active_count() <= started
+    workers = [t for t in set(threading.enumerate()) - before if t.name == "segcli-prefetch"]
+    assert len(workers) == 1
+    it.close()  # the worker thread ends instead of decoding the rest (close joins it)
+    assert not any(t.is_alive() for t in workers)
+    assert len(produced) <= 1 + 2 + 1
 
 
 class ListWriter:
@@ -159,7 +214,6 @@ class ListWriter:
     def write(self, frame):
         if frame == self.fail_at:
             raise OSError("disk full")
-        time.sleep(0.001)
         self.items.append(frame)
 
     def close(self):
@@ -167,6 +221,24 @@ class ListWriter:
 
     def abort(self):
         self.aborted = True
+
+
+class SpyWriters(BackgroundWriters):
+    """Sets `failed` once the worker has recorded a writer's error (no sleeps in the tests)."""
+
+    def __init__(self, *args, **kwargs):
+        self.failed = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def _error(self):
+        return self.__dict__.get("_spy_error")
+
+    @_error.setter
+    def _error(self, exc):
+        self.__dict__["_spy_error"] = exc
+        if exc is not None:
+            self.failed.set()
 
 
 def test_background_writers_write_in_order_and_close():
@@ -179,15 +251,25 @@ def test_background_writers_write_in_order_and_close():
 
 
 def test_background_writers_raise_the_writer_error():
+    # raised by the next write once the worker met it; the writers are aborted, not closed
     w = ListWriter(fail_at=3)
-    out = BackgroundWriters([w], depth=2)
+    out = SpyWriters([w], depth=2)
+    for i in range(4):
+        out.write(i)
+    assert out.failed.wait(10)
     with pytest.raises(OSError, match="disk full"):
-        for i in range(50):
-            out.write(i)
-            time.sleep(0.005)
+        out.write(4)
+    assert w.aborted and not w.closed
+    assert w.items == [0, 1, 2]
+    # or by close(), which waits for the queue
+    w = ListWriter(fail_at=3)
+    out = BackgroundWriters([w], depth=8)
+    for i in range(6):
+        out.write(i)
+    with pytest.raises(OSError, match="disk full"):
         out.close()
     assert w.aborted and not w.closed
-    assert np.all(np.diff(w.items) == 1)
+    assert w.items == [0, 1, 2]  # nothing after the failure
 
 
 def test_keep_freed_memory_serves_large_tensors_from_the_heap():
@@ -219,20 +301,17 @@ def test_keep_freed_memory_serves_large_tensors_from_the_heap():
 
 
 @pytest.mark.parametrize("task", ["vis", "vps"])
-def test_bf16_task_results_within_bound_on_the_golden_video(bundle, task):
+def test_bf16_task_results_within_bound_on_the_golden_video(bundle, golden_runs, task):
     """The default CPU precision against fp32 on the bundle's video, at the level users see:
     every fp32 object (frame, id) is reported by bf16 too, with mask IoU >= 0.98 on average."""
-    from segcli.pipeline.reader import Frame
     from segcli.pipeline.video import VideoOptions, segment_video
 
+    options = golden_runs.EXACT_VIS if task == "vis" else golden_runs.EXACT_VPS
+    ref = {(r.index, s.id): s.mask for r in golden_runs.get(**options) for s in r.segments}  # fp32, shared
     emb = torch.from_numpy(bundle.outputs["cls_embed_file"])
-    opts = VideoOptions(task=task, mode="exact", score_threshold=0.0 if task == "vis" else 0.3, max_objects=100)
-    objects = {}
-    for precision in ("fp32", "bf16"):
-        seg = Segmenter.load(str(bundle.path), device="cpu", precision=precision, embeddings=emb)
-        frames = [Frame(i, i / 25, rgb.copy(), f"{i:05d}") for i, rgb in enumerate(bundle.inputs["vid_frames_raw_rgb"])]
-        objects[precision] = {(r.index, s.id): s.mask for r in segment_video(seg, frames, opts) for s in r.segments}
-    ref, low = objects["fp32"], objects["bf16"]
+    seg = Segmenter.load(str(bundle.path), device="cpu", precision="bf16", embeddings=emb)
+    low = {(r.index, s.id): s.mask for r in segment_video(seg, bundle.frames(), VideoOptions(**options))
+           for s in r.segments}
     assert ref and set(ref) == set(low)
     ious = [np.logical_and(ref[k], low[k]).sum() / np.logical_or(ref[k], low[k]).sum() for k in ref]
     assert np.mean(ious) >= IOU_BOUND, f"mean object IoU {np.mean(ious):.4f}"

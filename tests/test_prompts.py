@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -89,17 +91,37 @@ def test_mask_center_point_of_a_rectangle():
     assert float(dist[y, x]) == float(dist.max()) and float(dist[y, :x].max()) < float(dist.max())
 
 
-def test_normalize_boxes_matches_inverse_sigmoid_round_trip():
-    boxes = torch.tensor([[74.0, 83.0, 80.0, 89.0], [-3.0, -3.0, 3.0, 3.0], [0.0, 0.0, 256.0, 171.0]])
-    unit = boxes_to_unit_cxcywh(boxes, (171, 256))
-    torch.testing.assert_close(unit[0], torch.tensor([77 / 256, 86 / 171, 6 / 256, 6 / 171]))
-    norm = normalize_boxes(boxes, (171, 256))
-    torch.testing.assert_close(norm, inverse_sigmoid(unit).sigmoid())
-    # it is (up to float rounding) a clamp to [1e-5, 1 - 1e-5]
-    torch.testing.assert_close(norm, unit.clamp(1e-5, 1 - 1e-5), atol=1e-6, rtol=1e-5)
-    assert float(norm[1, 0]) == pytest.approx(1e-5, rel=1e-3)  # cx = 0 -> eps
-    assert float(norm[2, 2]) == pytest.approx(1 - 1e-5, abs=1e-7)  # w = 1 -> 1 - eps
-    assert torch.isfinite(inverse_sigmoid(torch.tensor([-1.0, 0.0, 1.0, 2.0]))).all()
+def test_normalize_boxes_closed_form():
+    """Resized-pixel boxes on a 256x171 (w x h) image -> (cx, cy, w, h) / image size, then mmdet's
+    inverse_sigmoid(eps=1e-5) (which clamps to [0, 1] first) and sigmoid: inside (0, 1) a value is
+    unchanged, at or below 0 it becomes eps / (1 + eps), at or above 1 it becomes 1 / (1 + eps).
+    The expected values are written out here, not computed with the module's helpers."""
+    eps = 1e-5
+    lo, hi = eps / (1 + eps), 1 / (1 + eps)
+    boxes = torch.tensor([
+        [74.0, 83.0, 80.0, 89.0],  # inside: cx 77, cy 86, w 6, h 6
+        [-3.0, -3.0, 3.0, 3.0],  # centred on the corner: cx = cy = 0
+        [0.0, 0.0, 256.0, 171.0],  # the whole image: w = h = 1
+        [-20.0, -30.0, -10.0, -4.0],  # left of and above the image: cx, cy < 0
+        [-10.0, -10.0, 600.0, 400.0],  # larger than the image: cx, cy, w, h > 1
+    ])
+    expected = torch.tensor([
+        [77 / 256, 86 / 171, 6 / 256, 6 / 171],
+        [lo, lo, 6 / 256, 6 / 171],
+        [0.5, 0.5, hi, hi],
+        [lo, lo, 10 / 256, 26 / 171],
+        [hi, hi, hi, hi],
+    ], dtype=torch.float64)
+    norm = normalize_boxes(boxes, (171, 256))  # img_shape is (h, w)
+    assert norm.shape == (5, 4)
+    torch.testing.assert_close(norm.double(), expected, atol=1e-7, rtol=0)
+    torch.testing.assert_close(boxes_to_unit_cxcywh(boxes, (171, 256))[4].double(),
+                               torch.tensor([295 / 256, 195 / 171, 610 / 256, 410 / 171], dtype=torch.float64))
+    # mmdet inverse_sigmoid: log(max(x, eps) / max(1 - x, eps)) of x clamped to [0, 1]
+    x = torch.tensor([-1.0, 0.0, 0.25, 1.0, 2.0], dtype=torch.float64)
+    ref = torch.tensor([math.log(eps), math.log(eps), math.log(1 / 3), math.log(1 / eps), math.log(1 / eps)],
+                       dtype=torch.float64)
+    torch.testing.assert_close(inverse_sigmoid(x), ref, atol=1e-12, rtol=0)
 
 
 def test_scaling_to_resized_pixels():
