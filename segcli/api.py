@@ -20,16 +20,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .errors import Interrupted, PromptError, StreamError, UsageError
 from .io import DEFAULT_DIR_FORMAT, default_formats  # noqa: F401  (re-exported)
-from .pipeline.engine import Segmenter, is_model_folder, resolve_weights
-from .pipeline.image import ImageOptions, segment_image
-from .pipeline.session import Hooks, VideoSession, validate_options
-from .pipeline.video import ObjectPrompt, VideoOptions
+from .pipeline.options import (
+    ImageOptions,
+    ObjectPrompt,
+    VideoOptions,
+    check_prompt_in_frame,
+    validate_image_options,
+    validate_options,
+)
 from .results import FrameResult, VideoInfo
 from .vocab.parse import Vocabulary
+
+if TYPE_CHECKING:  # torch comes in with the model: a job is created (and checked) without it
+    from .pipeline.engine import Segmenter
+    from .pipeline.session import Hooks
 
 DEFAULT_WEIGHTS = "omg-seg-convl"
 
@@ -63,8 +71,17 @@ def planned_vocabulary(weights: str, vocabulary: Vocabulary | None, class_agnost
         return None
     if vocabulary is not None:
         return vocabulary
-    if is_model_folder(weights):
-        return resolve_weights(weights).vocabulary
+    folder = Path(weights).expanduser()
+    if folder.is_dir():
+        from .model.folder import read_model_config
+        from .vocab.parse import from_official
+
+        classes = read_model_config(folder / "config.json").get("classes")
+        if not isinstance(classes, dict) or "things" not in classes or "stuff" not in classes:
+            from .errors import WeightsError
+
+            raise WeightsError(f"{folder / 'config.json'} has no classes.things / classes.stuff lists")
+        return from_official(classes["things"], classes["stuff"], name=classes.get("dataset_name"))
     from .vocab import datasets
 
     return datasets.dataset_vocabulary("coco")
@@ -152,7 +169,7 @@ class VideoJob:
             if not sparse and src.num_frames is not None and p.frame - start >= src.num_frames:
                 raise PromptError(f"prompt frame {p.frame} is beyond the end of the video "
                                   f"({src.num_frames} frames from frame {start})")
-            VideoSession._check_in_frame(p.obj_id, p.points, p.boxes, p.mask, src.width, src.height)
+            check_prompt_in_frame(p.obj_id, p.points, p.boxes, p.mask, src.width, src.height)
 
     def close(self) -> None:
         self.source.close()
@@ -165,6 +182,7 @@ class VideoJob:
         ahead and write behind on worker threads (segcli.pipeline.prefetch)."""
         from .io import abort_writers, close_writers
         from .pipeline.prefetch import BackgroundWriters, prefetch
+        from .pipeline.session import VideoSession
 
         writers = [BackgroundWriters(self.writers, depth=4)] if overlap else list(self.writers)
 
@@ -251,7 +269,6 @@ class ImageJob:
     def __init__(self, paths: Sequence[str], options: ImageOptions, *, vocabulary: Vocabulary | None,
                  output: str | None = None, formats: Sequence[str] | None = None,
                  writer_options: dict | None = None, notice: Callable[[str], None] | None = None):
-        from .pipeline.options import validate_image_options
         from .pipeline.reader import open_source
 
         validate_image_options(options)
@@ -283,7 +300,8 @@ class ImageJob:
     def run(self, seg: Segmenter, *, notice=None, progress: Progress | None = None,
             on_result: Callable[[FrameResult], None] | None = None) -> RunReport:
         from .io import abort_writers, close_writers
-        from .pipeline.prompts import validate_boxes, validate_points
+        from .pipeline.image import segment_image
+        from .pipeline.options import validate_boxes, validate_points
 
         progress = progress or Progress()
         report = RunReport()
@@ -345,6 +363,8 @@ def run(source, task: str = "vis", *, weights: str = DEFAULT_WEIGHTS, vocab: str
         planned = planned_vocabulary(weights, vocabulary, agnostic)
         job = VideoJob(source, opts, vocabulary=planned, output=output, formats=formats, prompts=prompts,
                        writer_options=writer_options, open_options=open_options, notice=notice)
+    from .pipeline.engine import Segmenter
+
     try:
         seg = Segmenter.load(weights, device=device, precision=precision, vocabulary=planned,
                              class_agnostic=agnostic, open_vocab=open_vocab, notice=notice)

@@ -275,7 +275,14 @@ def check_common(*, weights: str, device: str, precision: str | None, threads: i
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads}: must be at least 1")
     path = Path(weights).expanduser()
-    if not path.exists():
+    if path.is_dir():
+        from .errors import WeightsError
+        from .model.folder import read_model_config
+
+        if not (path / "weights.safetensors").is_file():
+            raise WeightsError(f"{path} is not a model directory (needs config.json and weights.safetensors)")
+        read_model_config(path / "config.json")  # one line for a missing, empty or garbage config.json
+    elif not path.exists():
         if "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")):
             from .errors import WeightsError
 
@@ -399,14 +406,14 @@ def run_video(task: str, video: str, *, weights, device, precision, size, clip_s
     agnostic = task == "vos" and vocabulary is None
     if agnostic and open_vocab:
         raise UsageError("--open-vocab needs a vocabulary")
-    from . import api  # torch from here on
+    from . import api
 
-    check_device(device, precision)
     planned = api.planned_vocabulary(weights, vocabulary, agnostic)
     job = api.VideoJob(video, opts, vocabulary=planned, output=output, formats=names, prompts=objects,
                        open_options=open_options, writer_options=writer_options,
                        inputs=[str(m) for m in mask_files], notice=console.notice)
     try:
+        check_device(device, precision)  # torch from here on
         seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
                          class_agnostic=agnostic, open_vocab=open_vocab, compile=compile, threads=threads)
     except BaseException:
@@ -632,13 +639,13 @@ def image(
     names = default_formats("image", output, format)
     _check_stdout(output, names)
     writer_options = _writer_options(dataset_json, None, None)
-    from . import api  # torch from here on
+    from . import api
 
-    check_device(device, precision)
     planned = api.planned_vocabulary(weights, vocabulary, agnostic)
     job = api.ImageJob(paths, opts, vocabulary=planned, output=output, formats=names,
                        writer_options=writer_options, notice=console.notice)
     try:
+        check_device(device, precision)  # torch from here on
         seg = load_model(weights, device, precision, planned if not agnostic else None, embeddings, console,
                          class_agnostic=agnostic, open_vocab=open_vocab, threads=threads)
     except BaseException:

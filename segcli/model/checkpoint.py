@@ -17,7 +17,6 @@ one WeightsError line naming the file when it is empty, not JSON or lacks a sett
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Callable
 import torch
 
 from ..errors import WeightsError
+from .folder import read_model_config  # noqa: F401  (re-exported)
 
 # Keys a head checkpoint may carry that a model built without prompt support does not have.
 PROMPT_KEYS = (
@@ -200,27 +200,6 @@ def drop_prompt_branch(model: torch.nn.Module) -> None:
 
 
 # ---- model folders -------------------------------------------------------------------------------
-
-def read_model_config(path: str | Path) -> dict:
-    """The config.json of a model folder as a dict. WeightsError (one line naming the file) when it
-    is missing, unreadable, empty, not JSON, or not a JSON object."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WeightsError(f"{path} is missing (a model folder needs config.json and weights.safetensors)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WeightsError(f"cannot read {path}: {_first_line(exc)}") from None
-    if not text.strip():
-        raise WeightsError(f"{path} is empty; a model folder needs the config.json written with its weights")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise WeightsError(f"{path} is not valid JSON ({_first_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path} holds a JSON {type(data).__name__}, not the object of a model config")
-    return data
-
 
 def model_folder_config(folder: str | Path):
     """(OMGSegConfig, raw config dict) of a model folder, WeightsError naming config.json when a

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segcli.errors import PromptError
+from segcli.errors import PromptError  # noqa: F401
+from segcli.pipeline.options import validate_boxes, validate_mask, validate_points  # noqa: F401  (re-exported)
 from segcli.pipeline.preprocess import resize_shape
 
 POINT_BOX_HALF = 3  # a click is the box (x-3, y-3, x+3, y+3)
@@ -29,39 +30,6 @@ BOX_PROMPT = 0  # pb_embedding row used by official inference for every prompt (
 # ---------------------------------------------------------------------------------------------
 # Validation (original pixel coordinates)
 # ---------------------------------------------------------------------------------------------
-
-
-def validate_points(points_xy, width: int, height: int) -> np.ndarray:
-    """(N, 2) clicks in original pixels; raises PromptError for a click outside the frame."""
-    pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
-    for x, y in pts:
-        if not (np.isfinite(x) and np.isfinite(y)) or not (0 <= x < width and 0 <= y < height):
-            raise PromptError(f"point ({x:g},{y:g}) is outside the {width}x{height} frame")
-    return pts
-
-
-def validate_boxes(boxes_xyxy, width: int, height: int) -> np.ndarray:
-    """(N, 4) boxes x1,y1,x2,y2 in original pixels; raises PromptError if outside or empty."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    for x1, y1, x2, y2 in boxes:
-        desc = f"box ({x1:g},{y1:g},{x2:g},{y2:g})"
-        if not np.all(np.isfinite([x1, y1, x2, y2])):
-            raise PromptError(f"{desc} has a non-finite coordinate")
-        if not (x2 > x1 and y2 > y1):
-            raise PromptError(f"{desc} is empty: need x1 < x2 and y1 < y2")
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise PromptError(f"{desc} is outside the {width}x{height} frame")
-    return boxes
-
-
-def validate_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A first-frame mask must have the frame's size; returns it unchanged."""
-    if mask.ndim < 2 or tuple(mask.shape[-2:]) != (height, width):
-        raise PromptError(
-            f"mask is {mask.shape[-1] if mask.ndim else '?'}x{mask.shape[-2] if mask.ndim > 1 else '?'}, "
-            f"the frame is {width}x{height}"
-        )
-    return mask
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,8 +34,7 @@ from ..errors import PromptError, UsageError
 from ..results import FrameResult
 from .clips import OnlineClipSplitter
 from .engine import Segmenter
-from .options import ObjectPrompt, VideoOptions, validate_options
-from .prompts import validate_boxes, validate_mask, validate_points
+from .options import ObjectPrompt, VideoOptions, check_prompt_in_frame, validate_options
 from .video import VideoSegmentation, _HeldClip
 
 
@@ -160,17 +159,7 @@ class VideoSession:
         self._state.add_object(prompt)
         return prompt
 
-    @staticmethod
-    def _check_in_frame(obj_id, points, boxes, mask, width: int, height: int) -> None:
-        if points:
-            validate_points(points, width, height)
-        if boxes:
-            validate_boxes(boxes, width, height)
-        if mask is not None:
-            try:
-                validate_mask(mask, width, height)
-            except PromptError as exc:
-                raise PromptError(f"object {obj_id}: {exc}") from None
+    _check_in_frame = staticmethod(check_prompt_in_frame)
 
     # ---- frames ----------------------------------------------------------------------------
     def step(self, frame) -> list[FrameResult]:
