@@ -33,12 +33,12 @@ def results(device: str, task: str, frames: list, size: tuple[int, int]) -> dict
     from segcli.pipeline.session import VideoSession
 
     model, vocab = random_convl()
-    if task == "vps":
-        model.cfg.test.object_mask_thr = 0.0
-        model.cfg.test.iou_thr = 0.0
     # vis-ov: vis with the CLIP mask-pooling ensemble, every other class "seen"
     seen = [i % 2 == 0 for i in range(len(vocab))]
     seg = Segmenter(model, vocab, resolve_device(device), "fp32", seen=seen)
+    if task == "vps":
+        seg.cfg.test.object_mask_thr = 0.0
+        seg.cfg.test.iou_thr = 0.0
     h, w = frames[0].shape[:2]
 
     class Info:

@@ -206,6 +206,7 @@ def build_segmenter(weights: str, device, variant: Variant):
 
     from segcli.pipeline.engine import Segmenter, resolve_weights
 
+    pipeline = None  # the official demo settings for the random ConvNeXt-L
     if weights == "convl":
         model, vocab = random_convl()
     else:
@@ -215,7 +216,7 @@ def build_segmenter(weights: str, device, variant: Variant):
         source = resolve_weights(weights)
         model = build_model(source.config)
         load_weights(model, source.weights, clip=source.clip)
-        vocab = source.vocabulary
+        vocab, pipeline = source.vocabulary, source.pipeline
         golden = Path(weights) / "outputs.npz"
         if vocab is None or not golden.is_file():
             return Segmenter.load(weights, device=str(device), precision=variant.precision,
@@ -224,7 +225,7 @@ def build_segmenter(weights: str, device, variant: Variant):
         with np.load(golden) as data:  # the bundle's own class embeddings: no text tower, no cache
             model.set_class_embeddings(torch.from_numpy(data["cls_embed_file"]))
     return Segmenter(model, vocab, device, variant.precision, channels_last=variant.channels_last,
-                     compile=variant.compile, shortcuts=variant.shortcuts)
+                     compile=variant.compile, shortcuts=variant.shortcuts, pipeline=pipeline)
 
 
 # ---- one run (in a subprocess) --------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_track_ids_are_stable_query_slots(segmenter, tiny, tmp_path, capsys):
     for fr in frames:
         for o in fr["objects"]:
             assert labels.setdefault(o["id"], o["label"]) == o["label"]  # an id keeps its class
-            assert 1 <= o["id"] <= segmenter.cfg.head.num_queries
+            assert 1 <= o["id"] <= segmenter.model.cfg.head.num_queries
     assert len(labels) > 1 and len(set(labels.values())) > 1  # several tracks, of several classes
 
 

@@ -16,6 +16,7 @@ from segcli.model import msda
 from segcli.model.checkpoint import load_weights
 from segcli.model.config import config_from_bundle
 from segcli.model.omgseg import build_model
+from segcli.pipeline.config import pipeline_config_from_bundle
 from segcli.pipeline.engine import Segmenter, bundle_vocabulary
 from segcli.pipeline.prefetch import BackgroundWriters, prefetch
 
@@ -27,7 +28,7 @@ def make_segmenter(bundle, precision: str, channels_last: bool) -> Segmenter:
     load_weights(model, bundle.weights)
     model.set_class_embeddings(torch.from_numpy(bundle.outputs["cls_embed_file"]))
     return Segmenter(model, bundle_vocabulary(bundle.config), torch.device("cpu"), precision,
-                     channels_last=channels_last)
+                     channels_last=channels_last, pipeline=pipeline_config_from_bundle(bundle.config))
 
 
 @pytest.fixture(scope="module")

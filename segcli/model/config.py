@@ -1,4 +1,5 @@
-"""Model configuration as plain dataclasses.
+"""Model configuration as plain dataclasses (the network only: clip lengths, test-time thresholds and
+preprocessing are the pipeline's, segcli/pipeline/config.py).
 
 Two builders: `convl_config()` is the released ConvNeXt-L / 300-query OMG-Seg, and
 `config_from_bundle(dict)` rebuilds the exact sizes recorded in a golden bundle's config.json.
@@ -48,44 +49,10 @@ class HeadConfig:
 
 
 @dataclass
-class VideoConfig:
-    """MinVIS clip parameters (official demo defaults)."""
-
-    clip_size: int = 3
-    clip_size_small: int = 3
-    small_clip_thr: int = 10
-    whole_clip_thr: int = 0
-    overlap: int = 0
-    backbone_batch: int = 50
-
-
-@dataclass
-class TestConfig:
-    max_per_image: int = 100
-    iou_thr: float = 0.8
-    filter_low_score: bool = True
-    object_mask_thr: float = 0.0
-    num_proposals: int = 25
-
-
-@dataclass
-class PreprocessConfig:
-    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
-    video_scale: tuple[int, int] = (1280, 736)  # (w, h) limits of the keep-ratio resize
-    image_scale: tuple[int, int] = (1024, 1024)
-    pad_divisor: int = 32
-
-
-@dataclass
 class OMGSegConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
-    video: VideoConfig = field(default_factory=VideoConfig)
-    test: TestConfig = field(default_factory=TestConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     clip_model_name: str = "convnext_large_d_320"
-    instance_offset: int = 1000
 
 
 def convl_config(**head_overrides) -> OMGSegConfig:
@@ -123,7 +90,8 @@ def backbone_from_open_clip(model_name_or_cfg) -> BackboneConfig:
 
 
 def config_from_bundle(bundle: dict) -> OMGSegConfig:
-    """Rebuild the model configuration recorded in a golden bundle's config.json."""
+    """Rebuild the model configuration recorded in a golden bundle's config.json (its pipeline
+    settings: segcli.pipeline.config.pipeline_config_from_bundle)."""
     bb = bundle["backbone"]
     trunk = bb["timm_trunk"]
     embed = int(bb["open_clip_model_config"]["embed_dim"])
@@ -156,37 +124,8 @@ def config_from_bundle(bundle: dict) -> OMGSegConfig:
         logit_scale=float(h.get("logit_scale_buffer", 4.6052)),
         with_prompt=bool(h.get("box_query", {}).get("enable_box_query_in_weights", True)),
     )
-    d = bundle["detector"]
-    video = VideoConfig(
-        clip_size=int(d["clip_size"]),
-        clip_size_small=int(d["clip_size_small"]),
-        small_clip_thr=int(d["small_clip_thr"]),
-        whole_clip_thr=int(d["whole_clip_thr"]),
-        overlap=int(d["overlap"]),
-        backbone_batch=int(d.get("BACKBONE_BATCH", 50)),
-    )
-    t = bundle["test_cfg"]
-    test = TestConfig(
-        max_per_image=int(t["max_per_image"]),
-        iou_thr=float(t["iou_thr"]),
-        filter_low_score=bool(t["filter_low_score"]),
-        object_mask_thr=float(t["object_mask_thr"]),
-        num_proposals=int(bundle.get("test_cfg_variants", {}).get("vos_", {}).get("num_proposals", 25)),
-    )
-    p = bundle["preprocessing"]
-    pre = PreprocessConfig(
-        mean=tuple(p["mean"]),
-        std=tuple(p["std"]),
-        video_scale=tuple(p["video_resize_scale_wh"]),
-        image_scale=tuple(p["image_resize_scale_wh"]),
-        pad_divisor=int(p["pad_size_divisor"]),
-    )
     return OMGSegConfig(
         backbone=backbone,
         head=head,
-        video=video,
-        test=test,
-        preprocess=pre,
         clip_model_name=bb.get("open_clip_model_name", "custom"),
-        instance_offset=int(bundle.get("INSTANCE_OFFSET", 1000)),
     )

@@ -10,7 +10,7 @@ precision; per-video state lives in segcli.pipeline.video.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from ..model.config import OMGSegConfig, convl_config, convxxl_config
 from ..model.head import HeadOutput, Prompts
 from ..model.omgseg import OMGSeg, build_model
 from ..vocab.parse import Vocabulary
+from .config import PipelineConfig, pipeline_config_from_bundle
 from .options import PRECISIONS, check_device_name
 
 
@@ -49,6 +50,7 @@ class WeightsSource:
     text_source: str | Path | None = None  # what segcli.vocab builds class embeddings with
     vocabulary: Vocabulary | None = None  # the model's own vocabulary (bundles), if any
     name: str = ""
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # clips, thresholds, preprocessing
 
 
 def bundle_vocabulary(config: dict) -> Vocabulary:
@@ -84,8 +86,12 @@ def resolve_weights(weights: str) -> WeightsSource:
         if not cfg_file.is_file() or not (path / "weights.safetensors").is_file():
             raise WeightsError(f"{path} is not a model directory (needs config.json and weights.safetensors)")
         config, raw = model_folder_config(path)
+        try:
+            pipeline = pipeline_config_from_bundle(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightsError(f"{cfg_file} has a malformed pipeline setting ({type(exc).__name__}: {exc})") from None
         return WeightsSource(config, path / "weights.safetensors", None, path, bundle_vocabulary(raw),
-                             name=path.name)
+                             name=path.name, pipeline=pipeline)
     if path.is_file():
         from .. import weights as registry
 
@@ -156,7 +162,7 @@ class Segmenter:
 
     def __init__(self, model: OMGSeg, vocabulary: Vocabulary, device: torch.device,
                  precision: str = "fp32", seen: list[bool] | None = None, channels_last: bool | None = None,
-                 compile: bool = False, shortcuts: bool = True):
+                 compile: bool = False, shortcuts: bool = True, pipeline: PipelineConfig | None = None):
         """precision: fp32 (the reference), or bf16/fp16 autocast with the matmul weights stored
         in that dtype (norms, softmax, positions, sampling and the cosine classifier stay fp32).
         channels_last (default: on for CPU and CUDA): NHWC backbone, same numbers up to rounding,
@@ -171,7 +177,7 @@ class Segmenter:
         if precision == "fp16" and device.type == "cpu":
             raise UsageError("--precision fp16 needs a GPU; use bf16 on CPU")
         self.model = model.to(device).eval().requires_grad_(False)
-        self.cfg = model.cfg
+        self.cfg = pipeline or PipelineConfig()  # clip lengths, test thresholds, preprocessing
         self.vocabulary = vocabulary
         self.device = device
         self.precision = precision
@@ -264,7 +270,8 @@ class Segmenter:
             raise UsageError(f"embeddings hold {plural(embeddings.shape[0], 'class', 'classes')}, "
                              f"the vocabulary {len(vocab)}")
         model.set_class_embeddings(embeddings)
-        seg = cls(model, vocab, dev, precision, channels_last=channels_last, compile=compile, shortcuts=shortcuts)
+        seg = cls(model, vocab, dev, precision, channels_last=channels_last, compile=compile, shortcuts=shortcuts,
+                  pipeline=source.pipeline)
         seg.class_agnostic = class_agnostic and vocabulary is None
         if open_vocab:
             from ..vocab import datasets
