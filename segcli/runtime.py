@@ -37,3 +37,25 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _applied
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs (a zombie does not): stale temp files and run locks of
+    dead segcli processes are removed by the next run."""
+    import os
+
+    if os.name == "nt":  # os.kill(pid, 0) is not a probe on Windows: never guess there
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's, alive
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -49,20 +49,7 @@ def temp_pid(name: str) -> int | None:
     return int(m["pid"]) if m else None
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host runs (a zombie does not)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: another user's, alive
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+from ..runtime import pid_alive  # noqa: E402,F401  (used here and re-exported)
 
 
 def remove_dead_temps(root: Path) -> list[str]:

@@ -72,18 +72,7 @@ def _remove_leftover_temps() -> None:
         _remove(path)
 
 
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) is not a probe on Windows: never guess there
-        return True
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, another user's
-        return True
-    return True
+from segcli.runtime import pid_alive as _pid_alive  # noqa: E402
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:

@@ -12,7 +12,7 @@ from .engine import Segmenter
 from .options import IMAGE_TASKS, ImageOptions  # noqa: F401  (re-exported)
 from .postprocess import LazyMasks, upsample_masks
 from .preprocess import preprocess_frames
-from .prompts import prompt_boxes
+from .prompts import prompt_batch
 from .tasks import InstanceTracks, instance_segments, panoptic_frame_segments, semantic_segments
 
 
@@ -54,15 +54,9 @@ def segment_image(seg: Segmenter, frame, opts: ImageOptions) -> FrameResult:
 
 
 def _prompt_segments(seg: Segmenter, feats, meta, opts: ImageOptions) -> list[Segment]:
-    boxes, bps, owners = [], [], []
-    for oid, (points, bxs) in sorted(opts.objects.items()):
-        b, bp = prompt_boxes(meta.scale_factor, points, bxs)
-        boxes.append(b)
-        bps.append(bp)
-        owners += [oid] * len(b)
-    ih, iw = meta.img_shape
-    norm = torch.cat(boxes).float() / torch.tensor([iw, ih, iw, ih], dtype=torch.float32)
-    out = seg.decode_prompts(feats, norm, torch.cat(bps))
+    norm, flags, owners = prompt_batch([(oid, p, b) for oid, (p, b) in sorted(opts.objects.items())],
+                                       meta.scale_factor, meta.img_shape)
+    out = seg.decode_prompts(feats, norm, flags)
     logits = upsample_masks(out.mask_logits[0, :, 0], meta.pad_shape, meta.img_shape, meta.ori_shape)
     binary = (logits.sigmoid() > 0.5).cpu().numpy()
     probs = out.cls_logits[0].softmax(-1)[:, :-1].cpu()

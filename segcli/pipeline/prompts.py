@@ -177,4 +177,19 @@ def mask_prompt_boxes(masks_ori: np.ndarray, img_shape: Sequence[int]) -> torch.
     return point_boxes(torch.tensor(points, dtype=torch.float32))
 
 
+def prompt_batch(objects, scale_factor: Sequence[float], img_shape: Sequence[int]):
+    """All prompts of several objects for one decoder call: `objects` is [(object id, points,
+    boxes)] in original pixels. Returns (boxes (N, 4) normalised by img_shape, box/point flags
+    (N,), owner object id of each row)."""
+    boxes, flags, owners = [], [], []
+    for oid, points, bxs in objects:
+        b, bp = prompt_boxes(scale_factor, points, bxs)
+        boxes.append(b)
+        flags.append(bp)
+        owners += [oid] * len(b)
+    h, w = img_shape
+    norm = torch.cat(boxes).float() / torch.tensor([w, h, w, h], dtype=torch.float32)
+    return norm, torch.cat(flags), owners
+
+
 from segcli.pipeline.options import MASK_MODES, objects_from_mask_png  # noqa: E402,F401  (re-exported)

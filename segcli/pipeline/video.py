@@ -117,23 +117,17 @@ class VideoSegmentation:
 
     def _decode_prompts(self, frames, feats, metas, pixel) -> None:
         """Points and boxes on a frame of this clip -> one mask per object (union of its prompts)."""
-        from .prompts import prompt_boxes
+        from .prompts import prompt_batch
 
         for t, frame in enumerate(frames):
             objs = [o for o in self.opts.objects if o.frame == frame.index and o.mask is None]
             if not objs:
                 continue
             meta = metas[t]
-            boxes, bps, owners = [], [], []
-            for o in objs:
-                b, bp = prompt_boxes(meta.scale_factor, o.points, o.boxes)
-                boxes.append(b)
-                bps.append(bp)
-                owners += [o.obj_id] * len(b)
-            h, w = meta.img_shape
-            boxes_t = torch.cat(boxes, 0).float() / torch.tensor([w, h, w, h], dtype=torch.float32)
+            boxes_t, flags, owners = prompt_batch([(o.obj_id, o.points, o.boxes) for o in objs], meta.scale_factor,
+                                                  meta.img_shape)
             frame_pixel = None if pixel is None else (pixel[0][t:t + 1], [m[t:t + 1] for m in pixel[1]])
-            out = self.seg.decode_prompts([f[t:t + 1] for f in feats], boxes_t, torch.cat(bps), pixel=frame_pixel)
+            out = self.seg.decode_prompts([f[t:t + 1] for f in feats], boxes_t, flags, pixel=frame_pixel)
             logits = upsample_masks(out.mask_logits[0, :, 0], meta.pad_shape, meta.img_shape, meta.ori_shape)
             binary = (logits.sigmoid() > 0.5).cpu().numpy()
             per_obj: dict[int, np.ndarray] = {}

@@ -28,7 +28,7 @@ import torch
 from ..pipeline.engine import Segmenter
 from ..pipeline.postprocess import upsample_masks
 from ..pipeline.preprocess import FrameMeta, preprocess_frames
-from ..pipeline.prompts import prompt_boxes, validate_boxes, validate_points
+from ..pipeline.prompts import prompt_batch, validate_boxes, validate_points
 
 DEFAULT_CACHE_MB = 1024.0
 
@@ -197,15 +197,9 @@ def decode_objects(seg: Segmenter, ff: FrameFeatures, objects: dict[int, tuple[l
     if not objects:
         return []
     meta = ff.meta
-    boxes, bps, owners = [], [], []
-    for oid, (points, bxs) in sorted(objects.items()):
-        b, bp = prompt_boxes(meta.scale_factor, points, bxs)
-        boxes.append(b)
-        bps.append(bp)
-        owners += [oid] * len(b)
-    ih, iw = meta.img_shape
-    norm = torch.cat(boxes).float() / torch.tensor([iw, ih, iw, ih], dtype=torch.float32)
-    out = seg.decode_prompts([], norm, torch.cat(bps), pixel=ff.pixel)
+    norm, flags, owners = prompt_batch([(oid, p, b) for oid, (p, b) in sorted(objects.items())],
+                                       meta.scale_factor, meta.img_shape)
+    out = seg.decode_prompts([], norm, flags, pixel=ff.pixel)
     logits = upsample_masks(out.mask_logits[0, :, 0], meta.pad_shape, meta.img_shape, meta.ori_shape)
     binary = (logits.sigmoid() > 0.5).cpu().numpy()
     vocab = seg.vocabulary
