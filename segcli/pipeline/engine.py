@@ -302,17 +302,29 @@ class Segmenter:
         return _to_float(out)
 
     @torch.no_grad()
-    def decode_prompts(self, feats: list[torch.Tensor], boxes: torch.Tensor, bp: torch.Tensor,
+    def pixel_features(self, feats: list[torch.Tensor]) -> tuple:
+        """The pixel decoder's outputs (mask features, multi-scale memories) for the frames of
+        `feats`, without the query decoder: what decode_prompts(pixel=...) reuses, so that the
+        second and later prompts on a frame run only the prompt decoder (segcli app)."""
+        with self.autocast():
+            mask_features, memories = self.model.panoptic_head.pixel_decoder(feats)
+        return mask_features, list(memories)
+
+    @torch.no_grad()
+    def decode_prompts(self, feats: list[torch.Tensor] | None, boxes: torch.Tensor, bp: torch.Tensor,
                        pixel: tuple | None = None) -> HeadOutput:
-        """feats of ONE frame; boxes (N, 4) x1,y1,x2,y2 normalised by img_shape; bp (N,);
-        pixel: that frame's pixel-decoder outputs if a decode_clip already computed them."""
+        """feats of ONE frame (None when `pixel` is given); boxes (N, 4) x1,y1,x2,y2 normalised by
+        img_shape; bp (N,); pixel: that frame's pixel-decoder outputs (pixel_features, or a
+        decode_clip's HeadOutput.pixel)."""
+        if feats is None and pixel is None:
+            raise UsageError("decode_prompts needs the frame's features or its pixel-decoder outputs")
         if not self.has_prompts:
             raise PromptError("these weights have no interactive-prompt branch (a checkpoint of the official "
                               "video-demo config): point, box and mask prompts need the all-tasks checkpoint "
                               "(segcli weights pull omg-seg-convl)")
         prompts = Prompts(boxes[None].to(self.device).float(), bp[None].to(self.device))
         with self.autocast():
-            out = self.model.forward_prompts(feats, prompts, pixel=pixel)
+            out = self.model.forward_prompts(feats if feats is not None else [], prompts, pixel=pixel)
         return _to_float(out)
 
 

@@ -160,20 +160,9 @@ class FeatureCache:
                     "frames": len(self._items), "hits": self.hits, "misses": self.misses}
 
 
-@torch.no_grad()
 def pixel_outputs(seg: Segmenter, feats: list[torch.Tensor]) -> tuple:
-    """The pixel decoder's outputs for the frames of `feats` (HeadOutput.pixel's layout), without
-    running the 300-query decoder that `decode_clip(feats, 1, keep_pixel=True)` would run too."""
-    method = getattr(seg, "pixel_features", None)  # a Segmenter method, where the engine has one
-    if callable(method):
-        return method(feats)
-    head = getattr(seg.model, "panoptic_head", None)
-    decoder = getattr(head, "pixel_decoder", None)
-    if decoder is None:
-        return seg.decode_clip(feats, 1, keep_pixel=True).pixel
-    with seg.autocast():
-        mask_features, memories = decoder(feats)
-    return mask_features, list(memories)
+    """The pixel decoder's outputs for the frames of `feats` (HeadOutput.pixel's layout)."""
+    return seg.pixel_features(feats)
 
 
 def frame_features(seg: Segmenter, rgb: np.ndarray, scale: Sequence[int]) -> FrameFeatures:
@@ -199,7 +188,7 @@ def decode_objects(seg: Segmenter, ff: FrameFeatures, objects: dict[int, tuple[l
     meta = ff.meta
     norm, flags, owners = prompt_batch([(oid, p, b) for oid, (p, b) in sorted(objects.items())],
                                        meta.scale_factor, meta.img_shape)
-    out = seg.decode_prompts([], norm, flags, pixel=ff.pixel)
+    out = seg.decode_prompts(None, norm, flags, pixel=ff.pixel)
     logits = upsample_masks(out.mask_logits[0, :, 0], meta.pad_shape, meta.img_shape, meta.ori_shape)
     binary = (logits.sigmoid() > 0.5).cpu().numpy()
     vocab = seg.vocabulary
