@@ -88,6 +88,7 @@ class BenchOptions:
     repeat: int = 1  # runs per (task, variant), interleaved; the table shows the fastest
     json_out: str | None = None
     keep: str | None = None  # keep the run folder (video, outputs) here
+    no_floors: bool = False  # skip the GEMM-peak measurement and MAC counting
 
 
 # ---- small helpers ------------------------------------------------------------------------------
@@ -406,6 +407,80 @@ def compare_outputs(ref_path: str, run_path: str) -> dict:
     return out
 
 
+# ---- floors: the machine's matrix-multiply peak and each stage's MACs -----------------------------
+def gemm_peak(device, precision: str, n: int = 2048, seconds: float = 0.6) -> float:
+    """TFLOP/s of an n x n x n matmul in the variant's dtype on this machine (best of repeated runs)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
+        t = time.perf_counter()
+        a @ b
+        sync()
+        dt = time.perf_counter() - t
+        best, spent = min(best, dt), spent + dt
+    return 2 * n**3 / best / 1e12
+
+
+def stage_macs(weights: str, size: tuple[int, int], frames: int) -> dict[str, float]:
+    """Multiply-accumulates per frame of each model stage at this input size, counted by torch's
+    FlopCounterMode on the meta device (shapes only: instant, no weights needed)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segcli.model.config import convl_config
+    from segcli.model.omgseg import build_model
+    from segcli.pipeline.engine import model_config_for
+    from segcli.pipeline.preprocess import resize_shape
+
+    cfg = convl_config() if weights == "convl" else model_config_for(weights)
+    src_w, src_h = source_frame_size(size)
+    h, w, _ = resize_shape(src_h, src_w, size)
+    h, w = -(-h // 32) * 32, -(-w // 32) * 32
+    t = min(frames, 3)  # one clip
+    out = {}
+    with torch.device("meta"), torch.no_grad():
+        model = build_model(cfg).eval().requires_grad_(False)
+        model.set_class_embeddings(torch.zeros(133, 1, cfg.backbone.embed_dim))
+        with FlopCounterMode(display=False) as fc:
+            feats = model.extract_features(torch.zeros(t, 3, h, w), 50)
+        out["backbone"] = fc.get_total_flops() / 2 / t
+        with FlopCounterMode(display=False) as fc:
+            model.panoptic_head.pixel_decoder(feats)
+        out["pixel_decoder"] = fc.get_total_flops() / 2 / t
+        with FlopCounterMode(display=False) as fc:
+            model.forward_clip(feats, t)
+        out["decoder"] = fc.get_total_flops() / 2 / t - out["pixel_decoder"]
+    return out
+
+
+def format_floors(results: list[dict], peaks: dict[str, float], macs: dict[str, dict]) -> str:
+    """Each model stage against its floor: MACs / the machine's GEMM peak in the variant's dtype."""
+    lines = ["matrix-multiply peak here: " + ", ".join(f"{p} {v:.2f} TFLOP/s" for p, v in peaks.items()),
+             f"{'task':<4} {'variant':<13} " + " ".join(f"{s + ' (GMAC, floor ms, x floor)':>36}"
+                                                      for s in ("backbone", "pixel_decoder", "decoder"))]
+    lines.append("-" * len(lines[-1]))
+    for r in results:
+        if "fps" not in r or r["weights"] not in macs:
+            continue
+        peak = peaks.get(VARIANTS[r["variant"]].precision)
+        n = max(r["frames"], 1)
+        cells = []
+        for stage in ("backbone", "pixel_decoder", "decoder"):
+            gmac = macs[r["weights"]][stage] / 1e9
+            floor_ms = 2 * gmac / (peak * 1e3) * 1e3 if peak else float("nan")
+            measured = 1000 * r["stages_s"][stage] / n
+            cells.append(f"{gmac:10.1f} {floor_ms:11.0f} {measured / floor_ms if floor_ms else float('nan'):12.2f}x")
+        lines.append(f"{r['task']:<4} {r['variant']:<13} " + " ".join(f"{c:>36}" for c in cells))
+    return "\n".join(lines)
+
+
 # ---- driver ---------------------------------------------------------------------------------------
 def _model_name(weights: str) -> str:
     return "ConvNeXt-L (random)" if weights == "convl" else Path(weights).name
@@ -465,6 +540,12 @@ def run(opts: BenchOptions) -> list[dict]:
                     r["speedup"] = r["fps"] / ref["fps"] if ref["fps"] else float("nan")
     print()
     print(format_tables(results, size, opts.frames, opts.repeat))
+    if not opts.no_floors:
+        peaks = {p: gemm_peak(device, p) for p in dict.fromkeys(VARIANTS[v].precision for v in variants)}
+        macs = {w: stage_macs(w, size, opts.frames) for w in opts.weights}
+        print(format_floors(results, peaks, macs))
+        for r in results:
+            r["floors"] = {"gemm_peak_tflops": peaks, "macs_per_frame": macs.get(r.get("weights"))}
     if opts.json_out:
         Path(opts.json_out).write_text(json.dumps({"options": asdict(opts), "results": results}, indent=1))
     return results

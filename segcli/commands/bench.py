@@ -30,6 +30,8 @@ def bench(
     json_out: Annotated[Optional[str], typer.Option("--json", help="also write every number to this file")]
     = None,
     keep: Annotated[Optional[str], typer.Option(help="keep the test video and outputs in this folder")] = None,
+    no_floors: Annotated[bool, typer.Option("--no-floors", help="skip the matrix-multiply peak and the per-stage "
+                                            "MAC floors")] = False,
 ) -> None:
     """Benchmark: per-stage time, frames/s, peak memory and accuracy of the fast paths vs fp32.
 
@@ -51,7 +53,7 @@ def bench(
     opts = impl.BenchOptions(weights=weights or ["convl"], size=size, frames=frames,
                              tasks=[t for t in tasks.split(",") if t],
                              variants=variants.split(",") if variants else None, device=device, threads=threads,
-                             warmup=warmup, repeat=repeat, json_out=json_out, keep=keep)
+                             warmup=warmup, repeat=repeat, json_out=json_out, keep=keep, no_floors=no_floors)
     for t in opts.tasks:
         if t not in impl.TASKS:
             raise typer.BadParameter(f"unknown task {t!r} (choose {', '.join(impl.TASKS)})", param_hint="--tasks")

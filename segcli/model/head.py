@@ -15,6 +15,7 @@ Forward for B clips of T frames (T = 1 for images), top to bottom:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -115,7 +116,9 @@ class OMGHead(nn.Module):
     def forward_logit(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, N, K+1): max over synonyms of the cosine, times exp(logit_scale)."""
         # float32 even under autocast: x100 turns a bf16 cosine's 4e-3 error into 0.4 logits
-        with torch.autocast(embeddings.device.type, enabled=False):
+        device = embeddings.device.type
+        # (the meta device, where the benchmark counts MACs, has no autocast)
+        with torch.autocast(device, enabled=False) if device != "meta" else contextlib.nullcontext():
             emb = F.normalize(embeddings.float(), dim=-1)
             cos = torch.einsum("bnd,dkp->bnkp", emb, self.cls_embed).max(-1).values
             return self.logit_scale.exp() * cos

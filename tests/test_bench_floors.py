@@ -1,0 +1,27 @@
+"""The benchmark's floors: MACs per stage counted on the meta device, and the GEMM peak."""
+
+from __future__ import annotations
+
+import torch
+
+from segcli.bench import format_floors, gemm_peak, stage_macs
+
+
+def test_convl_macs_at_the_official_size():
+    macs = stage_macs("convl", (1280, 736), 3)
+    # ConvNeXt-L at 1280x736 (padded from 1280x720): 645 GMAC per frame (the figure the README's
+    # CPU floor rests on); the pixel decoder and the shortcut decoder are smaller
+    assert abs(macs["backbone"] / 1e9 - 645.1) < 1.0
+    assert 100e9 < macs["pixel_decoder"] < 160e9 and 10e9 < macs["decoder"] < 60e9
+
+
+def test_floors_table_uses_the_variant_precision():
+    peak = gemm_peak(torch.device("cpu"), "fp32", n=256, seconds=0.05)
+    assert peak > 0
+    result = {"weights": "w", "task": "vis", "variant": "fp32", "fps": 1.0, "frames": 1,
+              "stages_s": {"backbone": 2.0, "pixel_decoder": 1.0, "decoder": 0.5}}
+    macs = {"w": {"backbone": 1e12, "pixel_decoder": 1e11, "decoder": 5e10}}
+    text = format_floors([result], {"fp32": 1.0}, macs)  # 1 TFLOP/s: 1e12 MAC = 2 s floor
+    row = text.splitlines()[-1].split()
+    assert row[:2] == ["vis", "fp32"]
+    assert row[2:5] == ["1000.0", "2000", "1.00x"]
