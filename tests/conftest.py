@@ -80,21 +80,23 @@ def segcli_home(tmp_path_factory, monkeypatch):
     return home
 
 
+def run_cli(args, capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from segcli.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: cli(args) -> (exit code, stdout, stderr)."""
-    from segcli.cli import main
-
-    def run(args):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
+    return lambda args: run_cli(args, capsys)
 
 
 # ---- the golden bundle -----------------------------------------------------------------------

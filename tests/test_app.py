@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -19,7 +20,6 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from segcli.cli import main  # noqa: E402
 from segcli.webapp.interactive import FeatureCache, FrameFeatures, PromptSegmenter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,14 +83,7 @@ def make_client(seg, tiny):
         s.close()
 
 
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+
 
 
 def png_array(data: bytes) -> np.ndarray:

@@ -11,10 +11,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 from pycocotools import mask as mask_util
-
-from segcli.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = str(REPO / "samples" / "shapes.mp4")
@@ -24,15 +23,7 @@ PHOTO = str(REPO / "samples" / "photo.png")
 pytestmark = pytest.mark.usefixtures("segcli_home")  # shared: embeddings are cached once
 
 
-def run(args, capsys):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_cli  # in-process, (exit code, stdout, stderr)
 
 
 @pytest.fixture
