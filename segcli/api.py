@@ -28,6 +28,7 @@ from .pipeline.options import (
     ImageOptions,
     ObjectPrompt,
     VideoOptions,
+    check_prompt_frame,
     check_prompt_in_frame,
     validate_image_options,
     validate_options,
@@ -73,15 +74,9 @@ def planned_vocabulary(weights: str, vocabulary: Vocabulary | None, class_agnost
         return vocabulary
     folder = Path(weights).expanduser()
     if folder.is_dir():
-        from .model.folder import read_model_config
-        from .vocab.parse import from_official
+        from .model.folder import folder_vocabulary
 
-        classes = read_model_config(folder / "config.json").get("classes")
-        if not isinstance(classes, dict) or "things" not in classes or "stuff" not in classes:
-            from .errors import WeightsError
-
-            raise WeightsError(f"{folder / 'config.json'} has no classes.things / classes.stuff lists")
-        return from_official(classes["things"], classes["stuff"], name=classes.get("dataset_name"))
+        return folder_vocabulary(folder)
     from .vocab import datasets
 
     return datasets.dataset_vocabulary("coco")
@@ -157,18 +152,9 @@ class VideoJob:
 
     def _check_prompts(self, src) -> None:
         """The session's prompt checks, before the model is loaded."""
-        start = int(getattr(src, "start", 0) or 0)
         every = int((self._open_options or {}).get("every") or 1)
-        sparse = every > 1 or (self._open_options or {}).get("fps") is not None
         for p in self.prompts:
-            if p.frame < start:
-                raise PromptError(f"prompt frame {p.frame} is before --start {start}")
-            if every > 1 and (p.frame - start) % every:
-                raise PromptError(f"prompt frame {p.frame} is skipped by --every {every} (processed frames: "
-                                  f"{start}, {start + every}, {start + 2 * every}, ...)")
-            if not sparse and src.num_frames is not None and p.frame - start >= src.num_frames:
-                raise PromptError(f"prompt frame {p.frame} is beyond the end of the video "
-                                  f"({src.num_frames} frames from frame {start})")
+            check_prompt_frame(p.frame, src, every)
             check_prompt_in_frame(p.obj_id, p.points, p.boxes, p.mask, src.width, src.height)
 
     def close(self) -> None:

@@ -274,22 +274,9 @@ def check_common(*, weights: str, device: str, precision: str | None, threads: i
         raise UsageError("--precision fp16 needs a GPU; use bf16 on CPU")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads}: must be at least 1")
-    path = Path(weights).expanduser()
-    if path.is_dir():
-        from .errors import WeightsError
-        from .model.folder import read_model_config
+    from .model.folder import check_weights_source
 
-        if not (path / "weights.safetensors").is_file():
-            raise WeightsError(f"{path} is not a model directory (needs config.json and weights.safetensors)")
-        read_model_config(path / "config.json")  # one line for a missing, empty or garbage config.json
-    elif not path.exists():
-        if "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")):
-            from .errors import WeightsError
-
-            raise WeightsError(f"weights file not found: {weights}")
-        from . import weights as registry
-
-        registry.check_name(weights)
+    check_weights_source(weights)
 
 
 def check_device(device: str, precision: str | None) -> None:

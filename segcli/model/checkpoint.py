@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from ..errors import WeightsError
-from .folder import read_model_config  # noqa: F401  (re-exported)
+from .folder import check_class_lists, read_model_config  # noqa: F401  (re-exported)
 
 # Keys a head checkpoint may carry that a model built without prompt support does not have.
 PROMPT_KEYS = (
@@ -214,9 +214,5 @@ def model_folder_config(folder: str | Path):
         raise WeightsError(f"{path} lacks the setting {exc.args[0]!r} of a model config") from None
     except (TypeError, ValueError, IndexError, AttributeError) as exc:
         raise WeightsError(f"{path} has a malformed model setting ({_first_line(exc)})") from None
-    classes = raw.get("classes")
-    for group in ("things", "stuff"):
-        names = classes.get(group) if isinstance(classes, dict) else None
-        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
-            raise WeightsError(f"{path}: classes.{group} must be a list of class names")
+    check_class_lists(raw, path)
     return cfg, raw

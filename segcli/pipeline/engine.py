@@ -18,6 +18,7 @@ import torch
 from ..errors import PromptError, UsageError, WeightsError
 from ..model.checkpoint import load_weights, model_folder_config
 from ..model.config import OMGSegConfig, convl_config, convxxl_config
+from ..model.folder import check_weights_source, vocabulary_from_config
 from ..model.head import HeadOutput, Prompts
 from ..model.omgseg import OMGSeg, build_model
 from ..vocab.parse import Vocabulary
@@ -54,10 +55,8 @@ class WeightsSource:
 
 
 def bundle_vocabulary(config: dict) -> Vocabulary:
-    from ..vocab.parse import from_official
-
-    classes = config["classes"]
-    return from_official(classes["things"], classes["stuff"], name=classes.get("dataset_name"))
+    """The vocabulary a model folder's config.json records."""
+    return vocabulary_from_config(config)
 
 
 def registry_config(name: str) -> OMGSegConfig:
@@ -125,16 +124,7 @@ def default_precision(weights: str, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" else "fp16"
 
 
-def check_weights_name(weights: str) -> None:
-    """Cheap up-front check (no network, no loading): a path that exists, or a registry name."""
-    path = Path(weights).expanduser()
-    if path.exists():
-        return
-    if "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".safetensors")):
-        raise WeightsError(f"weights file not found: {weights}")
-    from .. import weights as registry
-
-    registry.check_name(weights)
+check_weights_name = check_weights_source  # cheap up-front check: no network, no loading
 
 
 def ensure_weights(weights: str, download: bool = True, notice=None) -> None:

@@ -177,3 +177,19 @@ def check_prompt_in_frame(obj_id: int, points, boxes, mask, width: int, height: 
             validate_mask(mask, width, height)
         except PromptError as exc:
             raise PromptError(f"object {obj_id}: {exc}") from None
+
+
+def check_prompt_frame(frame: int, info, every: int = 1) -> None:
+    """A prompt's source frame against what is known of the video in advance (`info`: start,
+    num_frames, fps and output_fps of a reader's SourceInfo; `every`: --every)."""
+    start = int(getattr(info, "start", 0) or 0)
+    if frame < start:
+        raise PromptError(f"prompt frame {frame} is before --start {start}")
+    if every > 1 and (frame - start) % every:
+        raise PromptError(f"prompt frame {frame} is skipped by --every {every} (processed frames: "
+                          f"{start}, {start + every}, {start + 2 * every}, ...)")
+    total = getattr(info, "num_frames", None)
+    # num_frames counts processed frames: a frame number follows from it only when none is skipped
+    consecutive = every == 1 and getattr(info, "output_fps", None) in (None, getattr(info, "fps", None))
+    if total is not None and consecutive and frame - start >= total:
+        raise PromptError(f"prompt frame {frame} is beyond the end of the video ({total} frames from frame {start})")

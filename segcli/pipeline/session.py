@@ -34,7 +34,7 @@ from ..errors import PromptError, UsageError
 from ..results import FrameResult
 from .clips import OnlineClipSplitter
 from .engine import Segmenter
-from .options import ObjectPrompt, VideoOptions, check_prompt_in_frame, validate_options
+from .options import ObjectPrompt, VideoOptions, check_prompt_frame, check_prompt_in_frame, validate_options
 from .video import VideoSegmentation, _HeldClip
 
 
@@ -134,14 +134,7 @@ class VideoSession:
                 raise PromptError(f"the mask of object {obj_id} is empty")
         if not points and not boxes and mask is None:
             raise PromptError(f"object {obj_id}: a prompt needs points, boxes or a mask")
-        start = int(getattr(self.info, "start", 0) or 0)
-        if frame < start:
-            raise PromptError(f"prompt frame {frame} is before --start {start}")
-        total = getattr(self.info, "num_frames", None)
-        consecutive = getattr(self.info, "output_fps", None) in (None, getattr(self.info, "fps", None))
-        if total is not None and consecutive and frame - start >= total:
-            raise PromptError(f"prompt frame {frame} is beyond the end of the video ({total} frames from frame "
-                              f"{start})")
+        check_prompt_frame(frame, self.info)
         if frame <= self._decided_upto:
             raise PromptError(f"prompt frame {frame} is already segmented: add prompts before its clip is final")
         if (points or boxes) and not self.seg.has_prompts:

@@ -148,7 +148,7 @@ class VideoSegmentation:
         cls = self.video_cls()
         iou = self.associator.mean_iou()
         vocab = self.seg.vocabulary
-        probs = None  # vos labels: the video-level class probabilities, once per clip
+        probs = objectness = None  # vos: video-level class probabilities and objectness, once per clip
         for t, frame in enumerate(held.frames):
             meta = held.metas[t]
             masks = LazyMasks(held.masks[:, t], meta.pad_shape, meta.img_shape, meta.ori_shape)
@@ -162,9 +162,10 @@ class VideoSegmentation:
             elif task == "vss":
                 segments = semantic_segments(cls, masks, vocab)
             else:
-                if probs is None and self.opts.label_objects:
-                    probs = cls.float().softmax(-1)[:, :-1].cpu()
-                segments = self._vos_segments(frame.index, probs, iou, masks)
+                if objectness is None:
+                    objectness = iou[:, 0].float().sigmoid().tolist()
+                    probs = cls.float().softmax(-1)[:, :-1].cpu() if self.opts.label_objects else None
+                segments = self._vos_segments(frame.index, probs, objectness, iou, masks)
             h, w = meta.ori_shape
             yield FrameResult(frame.index, frame.pts, h, w, segments, frame.rgb, frame.name)
 
@@ -176,7 +177,7 @@ class VideoSegmentation:
             self._tracks_key = key
         return self._tracks
 
-    def _vos_segments(self, index: int, probs, iou, masks: LazyMasks) -> list[Segment]:
+    def _vos_segments(self, index: int, probs, objectness: list[float], iou, masks: LazyMasks) -> list[Segment]:
         if index in self.prompt_masks:
             self._match_objects(self.prompt_masks.pop(index), iou, masks)
         if not self.assignment:
@@ -185,7 +186,6 @@ class VideoSegmentation:
         binary = masks[slots].sigmoid() > 0.5
         # the official painting (paint_vos): later (higher objectness) proposals overwrite earlier ones
         id_map = paint_vos(binary, {i: oid for i, (_, oid) in enumerate(self.assignment)}).cpu().numpy()
-        iou = iou.cpu()
         out = []
         for q, oid in sorted(self.assignment, key=lambda a: a[1]):
             mask = id_map == oid
@@ -196,7 +196,7 @@ class VideoSegmentation:
                 out.append(Segment(oid, k, self.seg.vocabulary.names[k], float(probs[q, k]), mask,
                                    self.seg.vocabulary.is_thing(k)))
             else:
-                out.append(Segment(oid, -1, "", float(iou[q, 0].sigmoid()), mask))
+                out.append(Segment(oid, -1, "", objectness[q], mask))
         return out
 
     def _match_objects(self, objects: list[tuple[int, np.ndarray]], iou, masks: LazyMasks) -> None:
@@ -222,8 +222,8 @@ class VideoSegmentation:
             self.notice(f"{len(lost)} of {len(ids)} objects found no proposal to track (ids "
                         f"{', '.join(map(str, lost))}): the model has {len(proposals)} free proposals")
         # painting order: ascending objectness, so better proposals win overlaps
-        score = iou[:, 0]
-        self.assignment = sorted(keep + new, key=lambda a: float(score[a[0]]))
+        score = iou[:, 0].tolist()  # one host copy, not a device sync per object
+        self.assignment = sorted(keep + new, key=lambda a: score[a[0]])
 
 
 def segment_video(seg: Segmenter, frames: Iterable, opts: VideoOptions,
