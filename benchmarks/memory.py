@@ -51,7 +51,7 @@ def worker(args) -> dict:
     n = args.worker
     source = GeneratedSource(n, w, (w * 9 // 16) // 2 * 2)
     out = Path(args.out)
-    opts = VideoOptions(task=args.task, mode="online", scale=(w, h), score_threshold=0.0, max_objects=20)
+    opts = VideoOptions(task=args.task, mode=args.mode, scale=(w, h), score_threshold=0.0, max_objects=20)
     job = VideoJob(source, opts, vocabulary=seg.vocabulary, output=str(out), formats=["jsonl"])
     marks = {max(1, n // 10): None, max(1, n // 2): None, n: None}
     count = 0
@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="192x112", help="resize limits WxH (source frames are 16:9 at that width)")
     p.add_argument("--task", default="vis", help="vis, vps or vos-free tasks (vis, vps, vss)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--mode", default="online", choices=("online", "auto"),
+                   help="online (flat by construction) or auto, the CLI's default: exact while the kept "
+                        "logits fit the exact-mode budget, then online")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -83,14 +86,15 @@ def main(argv=None) -> int:
         return 0
 
     lengths = [int(v) for v in args.lengths.split(",")]
-    print(f"online-mode memory: {Path(args.weights).name}, --size {args.size}, task {args.task}, "
+    print(f"{args.mode}-mode memory: {Path(args.weights).name}, --size {args.size}, task {args.task}, "
           f"{args.precision}, frames generated in memory, jsonl written to a temp file", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="segcli-mem-") as tmp:
         for n in lengths:
             cmd = [sys.executable, __file__, "--worker", str(n), "--out", str(Path(tmp) / f"run{n}.jsonl"),
                    "--weights", args.weights, "--size", args.size, "--task", args.task,
-                   "--precision", args.precision] + (["--threads", str(args.threads)] if args.threads else [])
+                   "--precision", args.precision, "--mode", args.mode]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"  {n} frames: FAILED: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")

@@ -248,7 +248,8 @@ def test_first_readme_command_without_network_fails_fast_naming_the_way_out(tmp_
     result = run_cli(["vis", "samples/shapes.mp4", "--vocab", "ball,box|square,triangle", "-f", "overlay",
                       "-o", "out/"], home=home, offline=False, env={"HF_ENDPOINT": UNREACHABLE}, cwd=tmp_path,
                      timeout=60)
-    assert_one_line(result, 9, "segcli weights import", "--weights", "HF_HUB_OFFLINE=1")
+    assert_one_line(result, 9, "cannot reach the Hugging Face Hub", "omg_seg_convl.pth", "segcli weights import",
+                    "--weights", "HF_HUB_OFFLINE=1")
     assert result[3] < 10, f"took {result[3]:.1f} s"
     out = tmp_path / "out"
     assert not out.exists() or not list(out.rglob("*")), list(out.rglob("*"))

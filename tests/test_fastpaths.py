@@ -99,6 +99,50 @@ def test_folded_layer_scale_same_numbers(model_dir):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
+def test_pixel_decoder_frame_by_frame_on_cpu_equals_the_batched_call(segmenter):
+    """On a CPU the pixel decoder runs a clip one frame at a time (a third of the working set);
+    nothing in it mixes frames, so the outputs equal one call on all frames."""
+    pixel = segmenter.model.panoptic_head.pixel_decoder
+    feats = segmenter.features(synthetic_clip())
+    with torch.no_grad():
+        mask_features, memories = pixel(feats)
+        ref_features, ref_memories = pixel.forward_frames(feats)
+    assert mask_features.shape[0] == 3 and (ref_features != 0).any()
+    torch.testing.assert_close(mask_features, ref_features, atol=1e-5, rtol=1e-5)
+    for ours, ref in zip(memories, ref_memories, strict=True):
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+def test_fused_linear_activation(act, monkeypatch):
+    """bf16 on CPU: bias and activation fused into the GEMM (one rounding instead of two), within
+    bf16 rounding of the separate ops; float32 (the reference path) and builds without the fused
+    kernel run the separate ops exactly."""
+    from segcli.model import fused
+
+    g = torch.Generator().manual_seed(3)
+    linear = torch.nn.Linear(64, 256)
+    x = torch.randn(2, 37, 64, generator=g)
+    with torch.no_grad():
+        plain = linear(x)
+        plain = torch.nn.functional.gelu(plain) if act == "gelu" else plain.relu()
+        torch.testing.assert_close(fused.linear_act(x, linear, act), plain, atol=0, rtol=0)  # fp32: the plain ops
+        assert fused._POINTWISE is not None, "torch's oneDNN linear kernel is missing"
+        calls = []
+        kernel = fused._POINTWISE
+        monkeypatch.setattr(fused, "_POINTWISE", lambda *a: calls.append(a[3]) or kernel(*a))
+        low = torch.nn.Linear(64, 256).to(torch.bfloat16)
+        low.load_state_dict({k: v.to(torch.bfloat16) for k, v in linear.state_dict().items()})
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fused.linear_act(x, low, act)
+            monkeypatch.setattr(fused, "_POINTWISE", None)
+            separate = fused.linear_act(x, low, act)
+    assert calls == [act] and out.dtype == separate.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), plain, atol=0.05, rtol=0.02)  # bf16 weights and inputs
+    # one rounding against two: within one bf16 step of the separate ops
+    torch.testing.assert_close(out.float(), separate.float(), atol=2e-2, rtol=8e-3)
+
+
 def test_msda_chunked_gathers_match_one_chunk(monkeypatch):
     g = torch.Generator().manual_seed(2)
     shapes = [(5, 7), (3, 4)]

@@ -103,3 +103,24 @@ def test_mixed_sizes_pad_to_largest():
 def test_frame_meta_is_plain_data():
     meta = frame_meta(1080, 1920, (1280, 736))
     assert meta == FrameMeta((1080, 1920), (720, 1280), (736, 1280), (1280 / 1920, 720 / 1080))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU (benchmarks/gpu_run.sh runs it on a lent one)"))])
+def test_normalising_on_the_device_gives_the_host_numbers(device):
+    """On a GPU the uint8 pixels travel (pinned, non-blocking) and are normalised there: the
+    same float32 numbers as the host's, bit for bit, and the padding still exactly 0."""
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8), rng.integers(0, 256, size=(40, 70, 3),
+                                                                                   dtype=np.uint8)]
+    host = normalize_and_pad(frames, pad_divisor=32)
+    there = normalize_and_pad(frames, pad_divisor=32, device=device)
+    assert there.device.type == device and there.shape == host.shape == (2, 3, 64, 96)
+    assert torch.equal(there.cpu(), host)
+    assert (there[1, :, 40:] == 0).all()
+
+
+def test_segmenter_normalises_on_a_gpu_only(segmenter, monkeypatch):
+    assert segmenter.input_device is None  # CPU: the host is the device
+    monkeypatch.setattr(segmenter, "device", torch.device("cuda", 0))
+    assert segmenter.input_device == torch.device("cuda", 0)

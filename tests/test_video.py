@@ -158,7 +158,6 @@ def test_exact_shortcuts_change_no_result(segmenter, shapes_frames, monkeypatch,
     fast = list(segment_video(segmenter, shapes_frames(6), opts))
     fast_calls = len(calls)
     monkeypatch.setattr(segmenter, "shortcuts", False)
-    assert head.classify_every_layer
     calls.clear()
     opts.objects = list(objects)
     plain = list(segment_video(segmenter, shapes_frames(6), opts))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BackboneConfig
+from .fused import linear_act
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -32,9 +33,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, out_features, bias=fc2_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # exact (erf) GELU as timm/open_clip, in place: a fresh (tokens x 4C) buffer costs more
-        # in page faults than the GELU itself on CPU
-        return self.fc2(torch.ops.aten.gelu_(self.fc1(x)))
+        # exact (erf) GELU as timm/open_clip; fused into fc1 for bf16 on CPU (segcli.model.fused)
+        return self.fc2(linear_act(x, self.fc1, "gelu"))
 
 
 class ConvNeXtBlock(nn.Module):

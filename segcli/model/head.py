@@ -96,10 +96,6 @@ class OMGHead(nn.Module):
         # with an all-zero background prototype, and the fixed logit scale.
         self.register_buffer("cls_embed", torch.zeros(backbone.embed_dim, 1, cfg.num_prototypes), persistent=False)
         self.register_buffer("logit_scale", torch.tensor(cfg.logit_scale, dtype=torch.float32), persistent=False)
-        # The official head classifies all 10 predictions although inference reads only the last
-        # (~45 GMAC per 1280x736 frame). Skipping them is exact; True restores the official work,
-        # for the benchmark's plain reference.
-        self.classify_every_layer = False
 
     # ---- vocabulary ----------------------------------------------------------------------
     def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
@@ -161,10 +157,14 @@ class OMGHead(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def forward(self, feats: list[torch.Tensor], num_frames: int = 1, prompts: Prompts | None = None,
-                all_layers: bool = False, pixel: tuple | None = None, keep_pixel: bool = False) -> HeadOutput:
+                all_layers: bool = False, pixel: tuple | None = None, keep_pixel: bool = False,
+                classify_every_layer: bool = False) -> HeadOutput:
         """feats: the 4 backbone maps of B clips x T frames, (B*T, C_i, H_i, W_i), frame-major per clip.
         pixel: these frames' pixel-decoder outputs from an earlier call (HeadOutput.pixel; the pixel
-        decoder works frame by frame, so a frame's slice of a clip's outputs is that frame's)."""
+        decoder works frame by frame, so a frame's slice of a clip's outputs is that frame's).
+        all_layers: return every prediction (parity tests). classify_every_layer: do the official
+        work of classifying all predictions although inference reads only the last (~45 GMAC per
+        1280x736 frame); skipping them is exact, doing them is the benchmark's plain reference."""
         t = num_frames
         mask_features, memories = pixel if pixel is not None else self.pixel_decoder(feats)
         kept = (mask_features, memories) if keep_pixel else None
@@ -194,12 +194,16 @@ class OMGHead(nn.Module):
 
         # mask features at each memory level's size, frame by frame: (B, E, T*h*w)
         per_frame = mask_features.view(b, e * t, h4, w4)
-        level_features = [F.interpolate(per_frame, size=s, mode="bilinear", align_corners=False).view(b, e, -1)
-                          for s in sizes]
+        # in the features' own dtype: CPU autocast would widen bf16 to float32 first (a 180 MB copy
+        # per 3-frame 1280x736 clip); the projections below read bf16 either way
+        with torch.autocast(per_frame.device.type, enabled=False) if per_frame.device.type != "meta" \
+                else contextlib.nullcontext():
+            level_features = [F.interpolate(per_frame, size=s, mode="bilinear", align_corners=False).view(b, e, -1)
+                              for s in sizes]
 
         out = HeadOutput(None, None, None, None)
         num_layers = len(self.transformer_decoder.layers)
-        every = all_layers or self.classify_every_layer
+        every = all_layers or classify_every_layer
         cls, masks, attn_mask = self._predict(query, mask_features, level_features[0], every, every)
         if all_layers:
             out.all_cls.append(cls)

@@ -57,16 +57,18 @@ class OMGSeg(nn.Module):
 
     @torch.no_grad()
     def forward_clip(self, feats: list[torch.Tensor], num_frames: int, all_layers: bool = False,
-                     keep_pixel: bool = False) -> HeadOutput:
+                     keep_pixel: bool = False, classify_every_layer: bool = False) -> HeadOutput:
         """Decode one clip (or B clips) of `num_frames` frames with the learned queries."""
-        return self.panoptic_head(feats, num_frames=num_frames, all_layers=all_layers, keep_pixel=keep_pixel)
+        return self.panoptic_head(feats, num_frames=num_frames, all_layers=all_layers, keep_pixel=keep_pixel,
+                                  classify_every_layer=classify_every_layer)
 
     @torch.no_grad()
     def forward_prompts(self, feats: list[torch.Tensor], prompts: Prompts, all_layers: bool = False,
-                        pixel: tuple | None = None) -> HeadOutput:
+                        pixel: tuple | None = None, classify_every_layer: bool = False) -> HeadOutput:
         """Decode prompt queries (interactive mode) on single images; `pixel`: the image's
         pixel-decoder outputs if already computed (HeadOutput.pixel)."""
-        return self.panoptic_head(feats, num_frames=1, prompts=prompts, all_layers=all_layers, pixel=pixel)
+        return self.panoptic_head(feats, num_frames=1, prompts=prompts, all_layers=all_layers, pixel=pixel,
+                                  classify_every_layer=classify_every_layer)
 
     def forward(self, images: torch.Tensor, num_frames: int = 1) -> HeadOutput:
         return self.forward_clip(self.extract_features(images), num_frames)

@@ -182,13 +182,10 @@ class Segmenter:
             self.compile()
 
     @property
-    def shortcuts(self) -> bool:
-        """The exact shortcuts (see __init__); the head's flag is the one place this is kept."""
-        return not self.model.panoptic_head.classify_every_layer
-
-    @shortcuts.setter
-    def shortcuts(self, on: bool) -> None:
-        self.model.panoptic_head.classify_every_layer = not on
+    def input_device(self) -> torch.device | None:
+        """Where preprocessing normalises and pads the frames: the GPU itself (uint8 pixels
+        travel, normalised there), None on a CPU (the host is the device)."""
+        return self.device if self.device.type == "cuda" else None
 
     @property
     def has_prompts(self) -> bool:
@@ -280,15 +277,19 @@ class Segmenter:
         batch = batch.to(self.device)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
+        # on a CPU one frame at a time: a 1280x736 frame already fills the GEMMs (same speed),
+        # and a 3-frame batch's stage-1 activations raised the peak RSS by ~0.5 GB
+        chunk = 1 if self.device.type == "cpu" else self.cfg.video.backbone_batch
         with self.autocast():
-            feats = self.model.extract_features(batch, self.cfg.video.backbone_batch)
+            feats = self.model.extract_features(batch, chunk)
         return feats
 
     @torch.no_grad()
     def decode_clip(self, feats: list[torch.Tensor], num_frames: int, keep_pixel: bool = False) -> HeadOutput:
         """keep_pixel: also return the pixel-decoder outputs (HeadOutput.pixel) for decode_prompts."""
         with self.autocast():
-            out = self.model.forward_clip(feats, num_frames, keep_pixel=keep_pixel)
+            out = self.model.forward_clip(feats, num_frames, keep_pixel=keep_pixel,
+                                         classify_every_layer=not self.shortcuts)
         return _to_float(out)
 
     @torch.no_grad()
@@ -314,7 +315,8 @@ class Segmenter:
                               "(segcli weights pull omg-seg-convl)")
         prompts = Prompts(boxes[None].to(self.device).float(), bp[None].to(self.device))
         with self.autocast():
-            out = self.model.forward_prompts(feats if feats is not None else [], prompts, pixel=pixel)
+            out = self.model.forward_prompts(feats if feats is not None else [], prompts, pixel=pixel,
+                                            classify_every_layer=not self.shortcuts)
         return _to_float(out)
 
 

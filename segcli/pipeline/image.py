@@ -22,7 +22,7 @@ def segment_image(seg: Segmenter, frame, opts: ImageOptions) -> FrameResult:
         raise UsageError(f"unknown image task '{opts.task}' (choose {', '.join(IMAGE_TASKS)})")
     pre = seg.cfg.preprocess
     scale = tuple(opts.scale or pre.image_scale)
-    batch, metas = preprocess_frames([frame.rgb], scale, pre.pad_divisor, pre.mean, pre.std)
+    batch, metas = preprocess_frames([frame.rgb], scale, pre.pad_divisor, pre.mean, pre.std, device=seg.input_device)
     meta = metas[0]
     feats = seg.features(batch)
     h, w = meta.ori_shape

@@ -80,7 +80,8 @@ class VideoSegmentation:
         pushed_at = time.perf_counter()
         pre = self.cfg.preprocess
         with self.hooks.stage("preprocess"):
-            batch, metas = preprocess_frames([f.rgb for f in frames], self.scale, pre.pad_divisor, pre.mean, pre.std)
+            batch, metas = preprocess_frames([f.rgb for f in frames], self.scale, pre.pad_divisor, pre.mean, pre.std,
+                                             device=self.seg.input_device)
         with self.hooks.stage("backbone"):
             feats = self.seg.features(batch)
         # prompts on a frame of this clip reuse the clip's pixel-decoder outputs for that frame

@@ -169,7 +169,8 @@ def frame_features(seg: Segmenter, rgb: np.ndarray, scale: Sequence[int]) -> Fra
     """Backbone + pixel decoder of one RGB uint8 (H, W, 3) frame at the resize limits `scale` (w, h)."""
     t0 = time.perf_counter()
     pre = seg.cfg.preprocess
-    batch, metas = preprocess_frames([rgb], tuple(scale), pre.pad_divisor, pre.mean, pre.std)
+    batch, metas = preprocess_frames([rgb], tuple(scale), pre.pad_divisor, pre.mean, pre.std,
+                                     device=seg.input_device)
     feats = seg.features(batch)
     pixel = _detach(pixel_outputs(seg, feats))
     del feats
