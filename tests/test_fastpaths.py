@@ -345,6 +345,29 @@ def test_keep_freed_memory_serves_large_tensors_from_the_heap():
     assert after.arena >= during.arena  # kept by the process (no trim), ready for reuse
 
 
+def test_release_freed_memory_gives_kept_pages_back():
+    """Once per clip the session hands the heap's free pages back: a freed 256 MB tensor stays
+    resident under keep_freed_memory until release_freed_memory, then leaves the RSS."""
+    import os
+    import platform
+
+    from segcli.runtime import keep_freed_memory, release_freed_memory
+
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("glibc only")
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    assert keep_freed_memory()
+    big = torch.ones(64, 2**20)  # 256 MB, touched
+    del big
+    kept = rss_mb()
+    release_freed_memory()
+    assert kept - rss_mb() > 200, "the freed tensor's pages are still resident"
+
+
 @pytest.mark.parametrize("task", ["vis", "vps"])
 def test_bf16_task_results_within_bound_on_the_golden_video(bundle, golden_runs, task):
     """The default CPU precision against fp32 on the bundle's video, at the level users see:

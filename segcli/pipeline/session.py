@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import PromptError, UsageError
 from ..results import FrameResult
+from ..runtime import release_freed_memory
 from .clips import OnlineClipSplitter
 from .engine import Segmenter
 from .options import ObjectPrompt, VideoOptions, check_prompt_frame, check_prompt_in_frame, validate_options
@@ -214,6 +215,7 @@ class VideoSession:
         out: list[FrameResult] = []
         for clip in clips:
             item = self._state.process(clip)
+            release_freed_memory()  # the clip's temporaries are freed now (segcli.runtime)
             self.stats.clips += 1
             self._decided_upto = max(self._decided_upto, clip.items[-1].index)
             if self._online:
