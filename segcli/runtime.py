@@ -58,7 +58,6 @@ def release_freed_memory() -> None:
 def pid_alive(pid: int) -> bool:
     """Whether a process of this host runs (a zombie does not): stale temp files and run locks of
     dead segcli processes are removed by the next run."""
-
     if os.name == "nt":  # os.kill(pid, 0) is not a probe on Windows: never guess there
         return True
     if pid == os.getpid():

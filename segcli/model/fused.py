@@ -1,10 +1,10 @@
 """Linear layer + activation in one oneDNN call, for bf16 inference on CPU.
 
-A separate bias add and GELU/ReLU are full passes over the (tokens x 4C) hidden tensor: on a
-2-core CPU at 1280x736 they cost ~0.35 s per frame across the backbone and the pixel decoder,
-next to GEMMs that already run at the machine's peak. oneDNN applies bias and activation as
-post-ops while the GEMM's output tile is still in cache, and rounds to bf16 once (the separate
-ops round the linear's output first, then the activation's). The float32 reference path, GPUs
+A separate bias add and GELU/ReLU are full passes over the (tokens x 4C) hidden tensor, next to
+GEMMs that already run at the machine's peak. oneDNN applies bias and activation as post-ops
+while the GEMM's output tile is still in cache, and rounds to bf16 once (the separate ops round
+the linear's output first, then the activation's). Measured on a 2-core CPU at 1280x736,
+interleaved in one process: backbone -50 ms and heads -26 ms per frame (1.5 %). The float32 reference path, GPUs
 and the meta device (MAC counting) keep the plain ops.
 """
 

@@ -9,6 +9,7 @@ multiple of 32). `FrameMeta` carries the shapes the post-processing needs to map
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -103,8 +104,7 @@ def normalize_and_pad(
     pad_h, pad_w = padded_shape(max_h, max_w, pad_divisor)
 
     device = torch.device(device) if device is not None else torch.device("cpu")
-    mean_t = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1).to(device)
-    std_t = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1).to(device)
+    mean_t, std_t = _channel_constants(tuple(mean), tuple(std), device)
     out = []
     for t in tensors:
         if t.ndim != 3 or t.shape[2] != 3:
@@ -118,6 +118,14 @@ def normalize_and_pad(
         x = F.pad(x, (0, pad_w - x.shape[2], 0, pad_h - x.shape[1]), value=0.0)
         out.append(x)
     return torch.stack(out, dim=0).contiguous()
+
+
+@functools.lru_cache(maxsize=8)
+def _channel_constants(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, 1, 1) float32 mean and std on `device`, made once (on a GPU a fresh tensor is a
+    blocking host-to-device copy); callers never write to them."""
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1),
+            torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1))
 
 
 def preprocess_frames(
