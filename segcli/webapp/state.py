@@ -509,24 +509,6 @@ class AppState:
     def discard_upload(self, target: Path) -> None:
         shutil.rmtree(target.parent, ignore_errors=True)
 
-    def save_upload(self, filename: str, chunks, limit_bytes: int | None = None) -> Source:
-        """Store an upload (an iterable of byte chunks) and open it; refused above the size limit
-        (--max-upload-mb) or when it is not a readable image or video."""
-        limit = int(self.config.max_upload_mb * 2**20) if limit_bytes is None else limit_bytes
-        target = self.begin_upload(filename)
-        size = 0
-        try:
-            with open(target, "wb") as f:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > limit:
-                        raise upload_too_large(target.name, limit)
-                    f.write(chunk)
-        except BaseException:
-            self.discard_upload(target)
-            raise
-        return self.finish_upload(target, size)
-
     # ---- prompts -----------------------------------------------------------------------------
     def _decode_frame(self, source: Source, frame: int, obj_ids: Sequence[int] | None = None) -> dict:
         """(Re)decode objects `obj_ids` (all when None) on `frame`; returns the timing."""
