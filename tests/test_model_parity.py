@@ -2,6 +2,15 @@
 
 Tolerances from the golden README: features / queries / mask logits atol=rtol=1e-4,
 class logits atol 5e-3 (mask-pooling threshold flips), IoU logits atol 1e-5 (+ rtol 1e-5).
+
+Two thresholds inside the decoder make a query jump by more than float noise when a value sits
+within noise of them: mask pooling (`mask logit > 0`, handled by `close_cls`) and the masked
+cross-attention (`sigmoid(attention logit) < 0.5`). Seen for real: with one intra-op thread,
+one query of clip 2 has an attention logit of 2e-8, its mask pixel flips, and that query moves
+by 1.5e-4 from that layer on while the other 19 stay within 2e-5. A query whose attention
+margin (`HeadOutput.attn_margins`) fell below ATTN_NEAR at some layer is therefore held, from the
+next prediction on, to the README's bound for a different but correct implementation (1e-3,
+"anything above is a bug") instead of float noise; every other query keeps the strict bound.
 """
 
 from __future__ import annotations
@@ -19,6 +28,20 @@ FEAT = dict(atol=1e-4, rtol=1e-4)
 CLS = dict(atol=5e-3, rtol=1e-4)
 IOU = dict(atol=1e-5, rtol=1e-5)
 NEAR = 5e-5  # mask logits agree to ~1e-5, so only pixels this close to 0 can flip
+# attention logits carry the mask logits' noise (<= 1e-5 between thread counts in the golden
+# README); only one within that of 0 can have the other sign in another run
+ATTN_NEAR = 1e-5
+FLIPPED = dict(atol=1e-3, rtol=1e-4)  # a query after a possible attention-mask flip (see above)
+
+
+def flipped_queries(res) -> np.ndarray:
+    """(L+1, Q) bool: prediction p of query q follows a decoder layer whose attention mask for q
+    had a logit within ATTN_NEAR of the threshold (prediction 0 precedes every layer)."""
+    near = torch.stack([m[0] for m in res.attn_margins]).numpy() < ATTN_NEAR  # (L, Q), layer l's mask
+    after = np.logical_or.accumulate(near, axis=0)
+    flags = np.concatenate([np.zeros_like(after[:1]), after])
+    assert flags[-1].mean() <= 0.25, f"{flags[-1].mean():.0%} of the queries sit on the attention threshold"
+    return flags
 
 
 def close_cls(ours: torch.Tensor, ref: np.ndarray, masks: list[torch.Tensor], name: str) -> None:
@@ -36,11 +59,17 @@ def close_cls(ours: torch.Tensor, ref: np.ndarray, masks: list[torch.Tensor], na
     assert not bad.any(), f"{name}: max abs error {err[~near].max():.3e} on queries away from the threshold"
 
 
-def close(ours: torch.Tensor, ref: np.ndarray, name: str, atol: float, rtol: float) -> None:
+def close(ours: torch.Tensor, ref: np.ndarray, name: str, atol: float, rtol: float,
+          flipped: np.ndarray | None = None) -> None:
+    """flipped: bool per leading (query or prediction x query) entry, held to FLIPPED instead."""
     ours = ours.detach().float().numpy()
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
     err = np.abs(ours - ref)
     bound = atol + rtol * np.abs(ref)
+    if flipped is not None:
+        loose = FLIPPED["atol"] + FLIPPED["rtol"] * np.abs(ref)
+        flags = flipped.reshape(flipped.shape + (1,) * (ref.ndim - flipped.ndim))
+        bound = np.where(flags, np.maximum(bound, loose), bound)
     assert (err <= bound).all(), f"{name}: max abs error {err.max():.3e}"
 
 
@@ -82,14 +111,17 @@ def test_backbone_and_pixel_decoder(model, bundle, image_feats, video_feats, pre
 def test_image_decoder(model, bundle, image_feats):
     out = bundle.outputs
     res = model.forward_clip(image_feats, 1, all_layers=True)
+    flip = flipped_queries(res)
     all_cls = torch.stack([c[0] for c in res.all_cls])
     close_cls(all_cls[..., :-1], out["img_cls_logits_all_layers"][..., :-1], res.all_masks, "img class logits")
-    close(all_cls[..., -1], out["img_cls_logits_all_layers"][..., -1], "img iou logits", **IOU)
-    close(torch.stack([m[0, :, 0] for m in res.all_masks]), out["img_mask_logits_all_layers"], "img masks", **FEAT)
-    close(torch.stack([q[0] for q in res.layer_queries]), out["img_decoder_layer_queries"], "img layers", **FEAT)
-    close(res.query_feat[0], out["img_query_feat"], "img_query_feat", **FEAT)
+    close(all_cls[..., -1], out["img_cls_logits_all_layers"][..., -1], "img iou logits", **IOU, flipped=flip)
+    close(torch.stack([m[0, :, 0] for m in res.all_masks]), out["img_mask_logits_all_layers"], "img masks", **FEAT,
+          flipped=flip)
+    close(torch.stack([q[0] for q in res.layer_queries]), out["img_decoder_layer_queries"], "img layers", **FEAT,
+          flipped=flip[1:])
+    close(res.query_feat[0], out["img_query_feat"], "img_query_feat", **FEAT, flipped=flip[-1])
     close_cls(res.cls_logits, out["img_pred_cls"][None], res.all_masks[-1:], "img_pred_cls")
-    close(res.iou_logits[0], out["img_pred_iou"], "img_pred_iou", **IOU)
+    close(res.iou_logits[0], out["img_pred_iou"], "img_pred_iou", **IOU, flipped=flip[-1])
     # the inference path (classification of the last prediction only) gives the same numbers
     fast = model.forward_clip(image_feats, 1)
     assert torch.equal(fast.cls_logits, res.cls_logits)
@@ -97,10 +129,11 @@ def test_image_decoder(model, bundle, image_feats):
 
 
 def test_image_mask_logits_at_padded_resolution(model, bundle, image_feats):
-    res = model.forward_clip(image_feats, 1)
+    res = model.forward_clip(image_feats, 1, all_layers=True)
     pad = tuple(bundle.inputs["img_pad_shape"])
     up = torch.nn.functional.interpolate(res.mask_logits[:, :, 0], size=pad, mode="bilinear", align_corners=False)
-    close(up[0], bundle.outputs["img_pred_mask_padres"], "img_pred_mask_padres", **FEAT)
+    close(up[0], bundle.outputs["img_pred_mask_padres"], "img_pred_mask_padres", **FEAT,
+          flipped=flipped_queries(res)[-1])
 
 
 def test_video_clips(model, bundle, video_feats):
@@ -108,16 +141,17 @@ def test_video_clips(model, bundle, video_feats):
     ranges = out["vid_clip_frame_ranges"]
     for c, (start, end) in enumerate(ranges):
         res = model.forward_clip([f[start:end] for f in video_feats], int(end - start), all_layers=True)
+        flip = flipped_queries(res)
         all_cls = torch.stack([q[0] for q in res.all_cls])
         ref = out[f"vid_clip{c}_cls_logits_all_layers"]
         close_cls(all_cls[..., :-1], ref[..., :-1], res.all_masks, f"clip{c} class logits")
-        close(all_cls[..., -1], ref[..., -1], f"clip{c} iou logits", **IOU)
-        close(res.mask_logits[0], out[f"vid_clip{c}_mask_logits"], f"clip{c} masks", **FEAT)
-        close(res.query_feat[0], out[f"vid_clip{c}_query_feat"], f"clip{c} query_feat", **FEAT)
+        close(all_cls[..., -1], ref[..., -1], f"clip{c} iou logits", **IOU, flipped=flip)
+        close(res.mask_logits[0], out[f"vid_clip{c}_mask_logits"], f"clip{c} masks", **FEAT, flipped=flip[-1])
+        close(res.query_feat[0], out[f"vid_clip{c}_query_feat"], f"clip{c} query_feat", **FEAT, flipped=flip[-1])
         layers = torch.stack([q[0] for q in res.layer_queries])
-        close(layers, out[f"vid_clip{c}_decoder_layer_queries"], f"clip{c} layers", **FEAT)
+        close(layers, out[f"vid_clip{c}_decoder_layer_queries"], f"clip{c} layers", **FEAT, flipped=flip[1:])
         close_cls(res.cls_logits, out[f"vid_clip{c}_pred_cls"][None], res.all_masks[-1:], f"clip{c} pred_cls")
-        close(res.iou_logits[0], out[f"vid_clip{c}_pred_iou"], f"clip{c} pred_iou", **IOU)
+        close(res.iou_logits[0], out[f"vid_clip{c}_pred_iou"], f"clip{c} pred_iou", **IOU, flipped=flip[-1])
 
 
 @pytest.mark.parametrize("run", ["sam_eval", "sam_user_bp0", "sam_user_bp1"])
@@ -130,13 +164,14 @@ def test_prompt_mode(model, bundle, image_feats, run):
     h, w = (int(v) for v in inp["img_img_shape"])
     norm = torch.from_numpy(boxes).float() / torch.tensor([w, h, w, h], dtype=torch.float32)
     res = model.forward_prompts(image_feats, Prompts(norm[None], torch.from_numpy(bp)[None]), all_layers=True)
+    flip = flipped_queries(res)
     all_cls = torch.stack([q[0] for q in res.all_cls])
     ref = out[f"{run}_cls_logits_all_layers"]
     close_cls(all_cls[..., :-1], ref[..., :-1], res.all_masks, f"{run} class logits")
-    close(all_cls[..., -1], ref[..., -1], f"{run} iou logits", **IOU)
-    close(res.mask_logits[0, :, 0], out[f"{run}_mask_logits"], f"{run} masks", **FEAT)
-    close(res.query_feat[0], out[f"{run}_query_feat"], f"{run} query_feat", **FEAT)
-    close(res.iou_logits[0], out[f"{run}_pred_iou"], f"{run} iou", **IOU)
+    close(all_cls[..., -1], ref[..., -1], f"{run} iou logits", **IOU, flipped=flip)
+    close(res.mask_logits[0, :, 0], out[f"{run}_mask_logits"], f"{run} masks", **FEAT, flipped=flip[-1])
+    close(res.query_feat[0], out[f"{run}_query_feat"], f"{run} query_feat", **FEAT, flipped=flip[-1])
+    close(res.iou_logits[0], out[f"{run}_pred_iou"], f"{run} iou", **IOU, flipped=flip[-1])
 
 
 def test_prompts_are_independent(model, bundle, image_feats):

@@ -67,6 +67,10 @@ class HeadOutput:
     all_cls: list[torch.Tensor] = field(default_factory=list)  # (B, Q, K+2), last column = iou
     all_masks: list[torch.Tensor] = field(default_factory=list)  # (B, Q, T, H4, W4)
     layer_queries: list[torch.Tensor] = field(default_factory=list)  # (B, Q, E) per layer
+    # per decoder layer, each query's smallest |attention-mask logit| (B, Q): where it lies within
+    # float noise of 0 the mask pixel may flip between implementations or thread counts, and the
+    # query then legitimately moves by more than float noise from that layer on
+    attn_margins: list[torch.Tensor] = field(default_factory=list)
     # filled only with keep_pixel=True: the pixel decoder's outputs (mask features (B*T, E, H4, W4),
     # [m32, m16, m8]), per frame, so that prompts on a frame of this clip can skip recomputing them
     pixel: tuple | None = None
@@ -120,7 +124,8 @@ class OMGHead(nn.Module):
             return self.logit_scale.exp() * cos
 
     # ---- prediction head -----------------------------------------------------------------
-    def _predict(self, query, mask_features, next_features, full_masks: bool, classify: bool):
+    def _predict(self, query, mask_features, next_features, full_masks: bool, classify: bool,
+                 margins: list | None = None):
         """query (B, Q, E); mask_features (B, E, T*H4, W4) with frames stacked along the height;
         next_features: the mask features resized to the next cross-attention level (B, E, T*h*w),
         None after the last layer. Returns (cls or None, stride-4 masks or None, attention mask)."""
@@ -138,7 +143,10 @@ class OMGHead(nn.Module):
             # linear per channel, so the logits of the resized features are the same numbers
             # (up to rounding) at 1/4-1/64 of the cost. (B, Q, T*h*w), True = blocked, one mask
             # for all heads.
-            attn_mask = torch.einsum("bqc,bcn->bqn", embed, next_features).sigmoid() < 0.5
+            attn_logits = torch.einsum("bqc,bcn->bqn", embed, next_features)
+            attn_mask = attn_logits.sigmoid() < 0.5
+            if margins is not None:
+                margins.append(attn_logits.abs().amin(-1).float())
         return cls, mask_logits, attn_mask
 
     def _prompt_queries(self, prompts: Prompts):
@@ -204,7 +212,8 @@ class OMGHead(nn.Module):
         out = HeadOutput(None, None, None, None)
         num_layers = len(self.transformer_decoder.layers)
         every = all_layers or classify_every_layer
-        cls, masks, attn_mask = self._predict(query, mask_features, level_features[0], every, every)
+        margins = out.attn_margins if all_layers else None
+        cls, masks, attn_mask = self._predict(query, mask_features, level_features[0], every, every, margins)
         if all_layers:
             out.all_cls.append(cls)
             out.all_masks.append(masks.view(b, -1, t, h4, w4))
@@ -215,7 +224,8 @@ class OMGHead(nn.Module):
             query = layer(query, query_pos, tokens[level], token_pos[level], attn_mask, self_mask)
             last = i == num_layers - 1
             next_features = None if last else level_features[(i + 1) % self.num_levels]
-            cls, masks, attn_mask = self._predict(query, mask_features, next_features, every or last, every or last)
+            cls, masks, attn_mask = self._predict(query, mask_features, next_features, every or last, every or last,
+                                                  margins)
             if all_layers:
                 out.all_cls.append(cls)
                 out.all_masks.append(masks.view(b, -1, t, h4, w4))
