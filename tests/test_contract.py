@@ -93,9 +93,9 @@ def run_cli(args, *, home: Path | None = None, offline: bool = True, env: dict |
     return proc.returncode, text(proc.stdout), text(proc.stderr), seconds
 
 
-def start_cli(args, *, home: Path | None = None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **env):
-    return subprocess.Popen(command(args), env=cli_env(home, **env), stdin=subprocess.DEVNULL, stdout=stdout,
-                            stderr=stderr)
+def start_cli(args, *, home: Path | None = None, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE, **env):
+    return subprocess.Popen(command(args), env=cli_env(home, **env), stdin=stdin, stdout=stdout, stderr=stderr)
 
 
 def assert_one_line(result, code: int, *words: str) -> str:
@@ -586,11 +586,50 @@ def _davis_frames_written(out: Path) -> bool:
 
 
 SLOW_VIS = ["vis", SHAPES, "--weights", TINY, "--vocab", "ball", "--mode", "online", "--score-threshold", "0", "-q"]
+# a run that cannot end before the test signals it: the video comes on stdin, of which the test
+# writes the first half and then nothing (a producer gone quiet); FFmpeg would probe 5 s otherwise
+STALLED_VIS = ["vis", "-", "--weights", TINY, "--vocab", "ball", "--mode", "online", "--score-threshold", "0", "-q",
+               "--source-option", "analyzeduration=200000"]
+
+
+def start_stalled(args, **kw):
+    """segcli reading half a video from stdin, the pipe kept open: it runs until signalled."""
+    from test_live import mpegts_bytes
+
+    data = mpegts_bytes(40)
+    proc = start_cli(args, stdin=subprocess.PIPE, **kw)
+    proc.stdin.write(data[:len(data) // 2])
+    proc.stdin.flush()
+    return proc
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _idle(pid: int, polls: int = 4) -> bool:
+    """No CPU time used over `polls` x 0.1 s: every thread waits (here: for stdin)."""
+    ticks = [_cpu_ticks(pid)]
+    for _ in range(polls):
+        time.sleep(0.1)
+        ticks.append(_cpu_ticks(pid))
+    return len(set(ticks)) == 1
+
+
+def stop_stalled(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    proc.stdin.close()
+
+
+SIGNALS = pytest.mark.parametrize("signum,code,word", [(signal.SIGINT, 130, "interrupted"),
+                                                      (signal.SIGTERM, 143, "terminated")], ids=["SIGINT", "SIGTERM"])
 
 
 @needs_tiny
-@pytest.mark.parametrize("signum,code,word", [(signal.SIGINT, 130, "interrupted"),
-                                              (signal.SIGTERM, 143, "terminated")], ids=["SIGINT", "SIGTERM"])
+@SIGNALS
 def test_signal_during_a_run_leaves_no_partial_files(signum, code, word, out):
     (out / "shapes.jsonl").write_text("an earlier run\n")
     os.mkdir(out / "shapes")  # an earlier (empty) davis folder: left as it was
@@ -598,7 +637,11 @@ def test_signal_during_a_run_leaves_no_partial_files(signum, code, word, out):
     proc = start_cli([*SLOW_VIS, "-f", "davis", "-f", "jsonl", "-o", f"{out}/"], stdout=subprocess.PIPE)
     try:
         _wait_for(lambda: _davis_frames_written(out), proc, 40, "the first davis frame")
+        # frozen while the signal is sent: the run is surely mid-video when it takes it, however
+        # fast this machine runs the rest of the file
+        proc.send_signal(signal.SIGSTOP)
         proc.send_signal(signum)
+        proc.send_signal(signal.SIGCONT)
         stdout, stderr = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
@@ -610,8 +653,31 @@ def test_signal_during_a_run_leaves_no_partial_files(signum, code, word, out):
 
 
 @needs_tiny
+@SIGNALS
+def test_signal_on_a_silent_live_pipe_keeps_complete_outputs(signum, code, word, out):
+    """`producer | segcli vis -` stopped while the producer is silent: a live source keeps what it
+    produced, complete (it used to hang 5 s on the blocked pipe read, then die of SIGABRT)."""
+    (out / "stdin.jsonl").write_text("an earlier run\n")
+    proc = start_stalled([*STALLED_VIS, "-f", "davis", "-f", "jsonl", "-o", f"{out}/"], stdout=subprocess.PIPE)
+    try:
+        _wait_for(lambda: _davis_frames_written(out), proc, 40, "the first davis frame")
+        _wait_for(lambda: _idle(proc.pid), proc, 40, "segcli waiting for input")
+        proc.send_signal(signum)
+        proc.wait(timeout=20)  # not communicate(): it would close stdin, an end of stream
+        stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    finally:
+        stop_stalled(proc)
+    assert_one_line((proc.returncode, stdout.decode(), stderr.decode(), 0.0), code, word)
+    assert temps(out) == [], temps(out)
+    frames = [json.loads(line)["frame"] for line in (out / "stdin.jsonl").read_text().splitlines()]
+    assert frames and frames == list(range(len(frames))) and len(frames) < 40
+    pngs = sorted(p.name for p in (out / "stdin").glob("*.png"))
+    assert pngs == [f"{i:05d}.png" for i in frames]
+
+
+@needs_tiny
 def test_sigint_while_streaming_to_stdout_exits_130():
-    proc = start_cli([*SLOW_VIS, "-o", "-"])
+    proc = start_stalled([*STALLED_VIS, "-o", "-"])
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
         assert all(line.endswith(b"\n") for line in lines), lines
@@ -621,9 +687,7 @@ def test_sigint_while_streaming_to_stdout_exits_130():
         rest, stderr = proc.stdout.read(), proc.stderr.read()
         proc.wait(timeout=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_stalled(proc)
     for line in lines + rest.splitlines(keepends=True):
         assert line.endswith(b"\n")
         json.loads(line)  # only whole lines on stdout

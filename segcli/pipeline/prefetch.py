@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 _DONE = object()
 
@@ -38,11 +38,12 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def prefetch(iterable: Iterable, depth: int = 4) -> Iterator:
+def prefetch(iterable: Iterable, depth: int = 4, on_stop: Callable[[], None] | None = None) -> Iterator:
     """Iterate `iterable` on a daemon thread, at most `depth` items ahead of the consumer.
 
     Items come out in order; an exception raised by the iterable is re-raised here. Closing
-    the returned generator (or dropping it) stops the thread at its next item."""
+    the returned generator (or dropping it) stops the thread at its next item; `on_stop` (e.g.
+    FrameSource.interrupt) is called then, so a thread waiting for input can stop too."""
     if depth < 1:
         yield from iterable
         return
@@ -70,6 +71,8 @@ def prefetch(iterable: Iterable, depth: int = 4) -> Iterator:
             yield item
     finally:
         stop.set()
+        if on_stop is not None and thread.is_alive():
+            on_stop()
         thread.join(timeout=5)
 
 

@@ -63,15 +63,18 @@ to 320x240, decord installed; PyAV everywhere else: above that decord was not re
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import math
 import numbers
 import os
 import re
+import select
 import shutil
 import stat
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -129,6 +132,10 @@ class FrameSource:
 
     def close(self) -> None:
         pass
+
+    def interrupt(self) -> None:
+        """Called (from any thread) when the run stops early: a read that waits for input that
+        may never come (a live pipe) returns end of stream. Files need nothing."""
 
     def __enter__(self) -> "FrameSource":
         return self
@@ -662,6 +669,10 @@ class PyAVSource(FrameSource):
         if not selector.reached and self.selection.start > 0:
             raise UsageError(past_end_message(self.selection.start, indexer.last + 1))
 
+    def interrupt(self) -> None:
+        if isinstance(self._target, _StdinReader):
+            self._target.stop()
+
     def close(self) -> None:
         gen, self._gen, self._first = self._gen, None, None
         if gen is not None:
@@ -1066,16 +1077,31 @@ def _sniff_stdin(stream, source_format: str | None = None) -> tuple[bytes, str]:
 
 class _StdinReader:
     """A non-seekable file object for PyAV: the sniffed head, then stdin, one pipe read at a time
-    (so a frame is decoded as soon as its bytes have arrived, not when a 32 KiB buffer is full)."""
+    (so a frame is decoded as soon as its bytes have arrived, not when a 32 KiB buffer is full).
+
+    The decoding thread waits for input in select() on the unbuffered pipe, never inside a locked
+    buffered read: `stop()` (a stopped run) then ends the stream within 0.1 s, and an exit while a
+    producer is silent neither waits for it nor aborts on the buffer's lock at interpreter shutdown
+    (seen: Ctrl-C on `producer | segcli vis -` hung 5 s, then died of SIGABRT)."""
 
     def __init__(self, head: bytes, stream):
         self._head, self._stream = head, stream
+        self._stopped = threading.Event()
+        self._fd = stream.fileno() if isinstance(stream, io.FileIO) else None
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     def read(self, n: int = -1) -> bytes:
         if self._head:
             n = len(self._head) if n < 0 else n
             out, self._head = self._head[:n], self._head[n:]
             return out
+        while self._fd is not None and not self._stopped.is_set():
+            if select.select([self._fd], [], [], 0.1)[0]:
+                break
+        if self._stopped.is_set():
+            return b""
         return _read_some(self._stream, n if n > 0 else 1 << 16)
 
 
@@ -1187,7 +1213,8 @@ def _open_source(
     if path_str.lower().startswith("file://"):
         path_str = unquote(urlsplit(path_str).path)
     if path_str == STDIN:
-        raw = stdin if stdin is not None else sys.stdin.buffer
+        # the unbuffered pipe: a buffered reader would keep bytes select() cannot see (_StdinReader)
+        raw = stdin if stdin is not None else sys.stdin.buffer.raw
         head, how = _sniff_stdin(raw, source_format)
         if not head:
             raise UnreadableInputError("stdin is empty")
