@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_GOLDEN = REPO.parent / "shared" / "golden" / "tiny_v1"
 MANIFEST = REPO.parent / "shared" / "golden" / "manifest_convl.json"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n auto`, the README's command) the workers share the cores: each gets
+    its share of torch threads, and so do the console scripts it starts (OMP_NUM_THREADS), instead
+    of every process running one thread per core. (The parity tests hold at any thread count.)"""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def pytest_addoption(parser):

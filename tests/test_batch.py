@@ -5,6 +5,7 @@ runs. Uses the tiny golden model (skipped with a reason when it is absent)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -328,15 +329,23 @@ def test_local_engine_killed_worker_and_driver_resume_exactly_once(tiny, videos,
 
     # 2. rerun, stopped with Ctrl-C (SIGINT) while the long video runs: exit 130, nothing half-written
     stopped = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and stopped.poll() is None:
-        running = [t for t in temps(out) if t.startswith(".a_long.") and alive(state.temp_pid(t))]
-        if running:
-            break
-        time.sleep(0.02)
+    lines: list[str] = []
+    stopping = threading.Event()
+
+    def read_stderr() -> None:
+        for line in stopped.stderr:
+            lines.append(line)
+            if "stopping:" in line:
+                stopping.set()
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    long_worker = _wait_started(out, "a_long", 120)
     workers = {state.temp_pid(t) for t in temps(out) if alive(state.temp_pid(t))}
-    stopped.send_signal(signal.SIGINT)
-    _, err = stopped.communicate(timeout=120)
+    stop_while_frozen(long_worker, lambda: stopped.send_signal(signal.SIGINT), stopping)
+    stopped.wait(timeout=120)
+    reader.join()
+    err = "".join(lines)
     assert stopped.returncode == 130, err
     assert "stopped:" in err and "rerun the same command to resume" in err
     assert temps(out) == [] and not [p for p in workers if p and alive(p)]
@@ -399,7 +408,7 @@ def test_ray_dataset_round_trip_with_a_killed_actor(ray_cluster, tiny, tmp_path)
     from segcli.batch import BatchOptions, run_batch
 
     root = tmp_path / "ytvis" / "JPEGImages"
-    lengths = {"v1": 9, "v2": 4, "v3": 4, "v4": 5}
+    lengths = {"v1": 24, "v2": 4, "v3": 4, "v4": 5}  # v1 long enough to be seen running and killed
     for k, (name, n) in enumerate(lengths.items()):
         make_frames(root / name, n, seed=k)
     (root / "v4" / "00002.jpg").write_bytes(b"not a jpeg")  # unreadable mid-video
@@ -482,14 +491,18 @@ def test_ray_vos_with_davis_masks_stopped_and_resumed(ray_cluster, tiny, tmp_pat
             (masks / name).mkdir(parents=True)
             save_indexed_png(masks / name / "00000.png", m)
     out = tmp_path / "out"
+    stopping = threading.Event()
     opts = BatchOptions("vos", [str(frames)], str(out), engine="ray", workers=2, weights=tiny, device="cpu",
                         masks_dir=str(masks), video_options=dict(scale=(64, 48), score_threshold=0.0,
-                                                                 max_objects=255))
-    stop = threading.Thread(target=lambda: (_wait_started(out, "bear"), _thread.interrupt_main()))
+                                                                 max_objects=255),
+                        progress_stream=_Watch("stopping:", stopping))
+    stop = threading.Thread(target=lambda: stop_while_frozen(_wait_started(out, "bear"), _thread.interrupt_main,
+                                                             stopping))
     stop.start()
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C while bear runs
         run_batch(opts)
     stop.join()
+    assert stopping.is_set()
     assert temps(out) == [] and "bear" not in ok_names(manifest(out))
     result = run_batch(opts)  # resumes
     records = manifest(out)
@@ -511,7 +524,38 @@ def test_ray_vos_with_davis_masks_stopped_and_resumed(ray_cluster, tiny, tmp_pat
         assert (out / "davis" / "bear" / png.name).read_bytes() == png.read_bytes()
 
 
-def _wait_started(out: Path, name: str, timeout: float = 90.0) -> None:
+def _wait_started(out: Path, name: str, timeout: float = 90.0) -> int:
+    """The pid of the live process writing video `name` (its temp folder's), once it has started."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not any(t.startswith(f".{name}.") for t in temps(out)):
+    while time.monotonic() < deadline:
+        for t in temps(out):
+            pid = state.temp_pid(t)
+            if t.startswith(f".{name}.") and pid and alive(pid):
+                return pid
         time.sleep(0.02)
+    raise AssertionError(f"{name} never started")
+
+
+class _Watch(io.StringIO):
+    """A progress stream that sets `event` once `text` has been written to it."""
+
+    def __init__(self, text: str, event: threading.Event):
+        super().__init__()
+        self.text, self.event = text, event
+
+    def write(self, s: str) -> int:
+        if self.text in s:
+            self.event.set()
+        return super().write(s)
+
+
+def stop_while_frozen(pid: int, stop, stopping: threading.Event) -> None:
+    """Freeze the worker `pid` (SIGSTOP), stop the driver (`stop()`), and let the worker go on only
+    once the driver has said it is stopping: the video is then surely still in progress when the
+    stop reaches it, however fast this machine runs the rest of it."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stop()
+        stopping.wait(60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
