@@ -582,3 +582,36 @@ def test_devices_open_through_v4l2():
         open_source("/dev/null")
     with pytest.raises(InputNotFoundError, match="no such device: /dev/video97"):
         open_source("/dev/video97")
+
+
+def test_stdin_interrupt_ends_a_silent_producers_stream():
+    """A run that stops while the producer is silent: `interrupt()` (what a stopped session calls
+    through prefetch's on_stop) makes the blocked read return end of stream, so the decoding
+    thread ends instead of waiting for bytes that may never come. The iteration below can end in
+    no other way: the pipe stays open and nothing more is written."""
+    import os
+
+    data = mpegts_bytes(40)
+    r, w = os.pipe()
+    os.write(w, data[:len(data) // 2])
+    with open(r, "rb", buffering=0) as pipe:
+        src = open_source("-", stdin=pipe, source_options={"analyzeduration": "200000"})
+        first = threading.Event()
+        got = []
+
+        def consume():
+            for f in src:
+                got.append(f.index)
+                first.set()
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        try:
+            assert first.wait(20), "no frame from the first half"
+            src.interrupt()
+            consumer.join(10)
+            assert not consumer.is_alive(), "the read did not end"
+            assert got == list(range(len(got))) and 0 < len(got) < 40
+        finally:
+            os.close(w)
+            src.close()
