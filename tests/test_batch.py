@@ -394,6 +394,11 @@ def test_local_engine_killed_worker_and_driver_resume_exactly_once(tiny, videos,
 
 
 # ---- a local Ray cluster -------------------------------------------------------------------------
+# under pytest-xdist (--dist loadgroup, the README's command) the Ray tests share one worker: one
+# local cluster per test run, not one per worker started at the same time
+ON_RAY = pytest.mark.xdist_group("ray")
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
@@ -404,6 +409,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@ON_RAY
 def test_ray_dataset_round_trip_with_a_killed_actor(ray_cluster, tiny, tmp_path):
     from segcli.batch import BatchOptions, run_batch
 
@@ -452,6 +458,7 @@ def test_ray_dataset_round_trip_with_a_killed_actor(ray_cluster, tiny, tmp_path)
     assert json.loads((out / "results.json").read_text()) == results
 
 
+@ON_RAY
 def test_ray_image_set_into_coco_results(ray_cluster, tiny, tmp_path):
     from segcli.batch import BatchOptions, run_batch
 
@@ -472,6 +479,7 @@ def test_ray_image_set_into_coco_results(ray_cluster, tiny, tmp_path):
         assert (out / "panoptic" / "pred" / a["file_name"]).is_file()
 
 
+@ON_RAY
 def test_ray_vos_with_davis_masks_stopped_and_resumed(ray_cluster, tiny, tmp_path):
     import _thread
 
