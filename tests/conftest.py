@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,9 +26,14 @@ MANIFEST = REPO.parent / "shared" / "golden" / "manifest_convl.json"
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (`-n auto`, the README's command) the workers share the cores: each gets
+    """A shell without job control starts `cmd &` with SIGINT ignored, and every console script a
+    test starts would inherit that: the Ctrl-C tests would see their signal ignored. Take it back.
+
+    Under pytest-xdist (`-n auto`, the README's command) the workers share the cores: each gets
     its share of torch threads, and so do the console scripts it starts (OMP_NUM_THREADS), instead
     of every process running one thread per core. (The parity tests hold at any thread count.)"""
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None) or _sigint_ignored():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -35,6 +41,17 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(threads)
+
+
+def _sigint_ignored() -> bool:
+    """SIGINT ignored at the OS level (Python's own table may still name its default handler)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except OSError:
+        pass
+    return False
 
 
 def pytest_addoption(parser):

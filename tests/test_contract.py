@@ -683,9 +683,17 @@ def test_sigint_while_streaming_to_stdout_exits_130():
         assert all(line.endswith(b"\n") for line in lines), lines
         proc.send_signal(signal.SIGINT)
         # read through proc.stdout itself: communicate() reads the pipe's fd and would skip what
-        # readline() already buffered (the head of the next line)
-        rest, stderr = proc.stdout.read(), proc.stderr.read()
+        # readline() already buffered (the head of the next line); on a thread, so that a run
+        # that does not stop fails the test instead of hanging it (its stdin never ends)
+        streams: dict = {}
+        readers = [threading.Thread(target=lambda: streams.update(out=proc.stdout.read()), daemon=True),
+                   threading.Thread(target=lambda: streams.update(err=proc.stderr.read()), daemon=True)]
+        for reader in readers:
+            reader.start()
         proc.wait(timeout=20)
+        for reader in readers:
+            reader.join(10)
+        rest, stderr = streams["out"], streams["err"]
     finally:
         stop_stalled(proc)
     for line in lines + rest.splitlines(keepends=True):
