@@ -21,7 +21,6 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 INSTANCE_OFFSET = 1000  # mmdet panoptic encoding: thing id = class + instance_id * INSTANCE_OFFSET
 DEFAULT_CHUNK = 8  # queries upsampled at once: ~8 x H x W x 4 B per buffer (66 MB at 1080p)
@@ -466,6 +465,8 @@ def match_first_frame(
         raise ValueError(
             f"object masks are {tuple(gt_masks.shape[-2:])}, proposals {tuple(proposal_masks.shape[-2:])}"
         )
+    from scipy.optimize import linear_sum_assignment  # 0.4 s to import: only where it is used
+
     iou = mask_iou(proposal_masks.bool(), gt_masks.bool())
     rows, cols = linear_sum_assignment(-iou.cpu().numpy())  # rows = proposals, as official
     ids = [int(x) for x in np.asarray(gt_ids).reshape(-1)]

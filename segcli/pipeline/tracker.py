@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 
 def cost_matrix(tgt_embeds: torch.Tensor, cur_embeds: torch.Tensor) -> torch.Tensor:
@@ -38,6 +37,9 @@ def match_from_embeds(tgt_embeds: torch.Tensor, cur_embeds: torch.Tensor) -> tor
     The Hungarian step runs on the transposed cost (rows = reference slots), as official, so
     ties are broken the same way.
     """
+    # imported here: scipy.optimize costs 0.4 s at start-up, and images and one-clip videos never match
+    from scipy.optimize import linear_sum_assignment
+
     cost = cost_matrix(tgt_embeds, cur_embeds).cpu().numpy()
     _, cols = linear_sum_assignment(cost.T)
     return torch.as_tensor(np.asarray(cols), dtype=torch.int64)
