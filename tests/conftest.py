@@ -32,7 +32,7 @@ def pytest_configure(config):
     Under pytest-xdist (`-n auto`, the README's command) the workers share the cores: each gets
     its share of torch threads, and so do the console scripts it starts (OMP_NUM_THREADS), instead
     of every process running one thread per core. (The parity tests hold at any thread count.)"""
-    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None) or _sigint_ignored():
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN or _sigint_ignored():
         signal.signal(signal.SIGINT, signal.default_int_handler)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if workers > 1:

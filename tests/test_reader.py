@@ -219,6 +219,19 @@ def test_stdin_video_and_image(tmp_path):
         assert (next(iter(src)).rgb == flat_frames(1)[0]).all()
 
 
+def test_stdin_replaced_by_an_in_memory_stream(tmp_path, monkeypatch):
+    """A program that embeds segcli and sets sys.stdin to an in-memory stream (no raw file
+    underneath, as CliRunner does) still reads "-"; a real stdin is read through its raw file."""
+    path = write_video(tmp_path / "clip.mp4", flat_frames(4))
+
+    class Stdin:
+        buffer = io.BytesIO(path.read_bytes())
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    with open_source("-") as src:
+        assert src.info.name == "stdin" and len(list(src)) == 4
+
+
 def test_errors_name_the_path(tmp_path):
     missing = tmp_path / "nope.mp4"
     with pytest.raises(InputNotFoundError, match="no such file: .*nope.mp4"):

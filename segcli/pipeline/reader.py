@@ -1213,8 +1213,9 @@ def _open_source(
     if path_str.lower().startswith("file://"):
         path_str = unquote(urlsplit(path_str).path)
     if path_str == STDIN:
-        # the unbuffered pipe: a buffered reader would keep bytes select() cannot see (_StdinReader)
-        raw = stdin if stdin is not None else sys.stdin.buffer.raw
+        # the unbuffered pipe: a buffered reader would keep bytes select() cannot see (_StdinReader);
+        # a stdin replaced by an in-memory stream (an embedding program, CliRunner) has no raw file
+        raw = stdin if stdin is not None else getattr(sys.stdin.buffer, "raw", sys.stdin.buffer)
         head, how = _sniff_stdin(raw, source_format)
         if not head:
             raise UnreadableInputError("stdin is empty")
