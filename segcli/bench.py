@@ -639,4 +639,6 @@ def worker_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))
+    from .runtime import exit_now
+
+    exit_now(worker_main(sys.argv[1:]))  # the result file is written: skip the interpreter's teardown

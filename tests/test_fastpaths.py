@@ -368,6 +368,38 @@ def test_release_freed_memory_gives_kept_pages_back():
     assert kept - rss_mb() > 200, "the freed tensor's pages are still resident"
 
 
+EXIT_SCRIPT = """
+import atexit, sys, threading
+from segcli.runtime import exit_now
+
+class Module:
+    def __del__(self):
+        print("torn down")
+
+kept = Module()  # freed by the interpreter's teardown, which exit_now skips
+atexit.register(lambda: print("atexit ran"))
+release = threading.Event()
+threading.Thread(target=lambda: (release.wait(), print("thread finished"))).start()
+print("buffered", end=" ")
+threading.Timer(0.05, release.set).start()  # the thread is still running when the exit starts
+{end}
+"""
+
+
+@pytest.mark.parametrize("end", ["exit_now(3)", "sys.exit(3)"])
+def test_exit_now_is_a_normal_exit_without_the_teardown(end):
+    """The entry points end with exit_now: the same status, atexit handlers and flushed output as
+    sys.exit, a running non-daemon thread waited for; only the interpreter's teardown (which
+    sys.exit shows here) is skipped."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT.format(end=end)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    expected = "buffered thread finished\natexit ran\n" + ("torn down\n" if end.startswith("sys") else "")
+    assert proc.stdout == expected
+
+
 @pytest.mark.parametrize("task", ["vis", "vps"])
 def test_bf16_task_results_within_bound_on_the_golden_video(bundle, golden_runs, task):
     """The default CPU precision against fp32 on the bundle's video, at the level users see:
