@@ -48,6 +48,17 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+def pytest_runtest_setup(item):
+    """`--dist loadgroup` sends an xdist_group's tests to one worker by the suffix pytest-xdist adds
+    to their node ids. A pytest that does not read it (9.2 with xdist 3.8) spreads the Ray tests
+    over all workers, each starting its own cluster: those tests fail, saying why."""
+    config = item.config
+    if (hasattr(config, "workerinput") and config.getvalue("loadgroup") and item.get_closest_marker("xdist_group")
+            and "@" not in item.nodeid):
+        pytest.fail("xdist_group has no effect with this pytest / pytest-xdist pair: install the versions "
+                    "that pyproject.toml's test extra allows", pytrace=False)
+
+
 def pytest_collection_finish(session):
     """What collection imported (torch, open_clip, segcli, the test modules: about 400,000 objects)
     lives until the end: freeze it out of the garbage collector, whose every full pass would

@@ -6,7 +6,7 @@ segcli.vocab.text.text_source_from_bundle):
 
     config.json             only the settings config_from_bundle and the text-tower loader read
     weights.safetensors     build_model(cfg).state_dict() after a seeded random initialisation
-    text_tower.safetensors  a seeded random open_clip text tower of the config's size
+    text_tower.safetensors  a seeded random CLIP text tower of the config's size (open_clip names)
 
 The random initialisation is chosen so that outputs are not degenerate: ConvNeXt layer scales of
 0.2..0.6 (not 1e-6) so the backbone's features depend on the picture, decoder weights scaled so the
@@ -125,20 +125,21 @@ def _randomize(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 def _text_tower(seed: int):
-    """A seeded random open_clip text tower. Its token embeddings are spread out (std 1), and the
-    words of the templates, the start/end tokens and the positions carry no signal, so a class
-    embedding depends on the class name only: different classes get clearly different embeddings
-    (a random tower would map every sentence of the shared templates to nearly the same vector)."""
-    from open_clip.model import _build_text_tower
-    from open_clip.tokenizer import SimpleTokenizer
+    """A seeded random CLIP text tower (segcli.vocab.clip_text, which draws CLIP's initialisation
+    in open_clip's order: the same tower open_clip would build from the seed). Its token embeddings
+    are spread out (std 1), and the words of the templates, the start/end tokens and the positions
+    carry no signal, so a class embedding depends on the class name only: different classes get
+    clearly different embeddings (a random tower would map every sentence of the shared templates
+    to nearly the same vector)."""
+    from segcli.vocab import clip_text
 
-    tokenizer = SimpleTokenizer(context_length=TEXT_CFG["context_length"])
+    tokenizer = clip_text.CLIPTokenizer(context_length=TEXT_CFG["context_length"])
     silent = {tokenizer.sot_token_id, tokenizer.eot_token_id}
     for template in TEMPLATES:
         silent |= set(tokenizer.encode(template.replace("{}", " ")))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        tower = _build_text_tower(EMBED_DIM, dict(TEXT_CFG))
+        tower = clip_text.CLIPTextTransformer(clip_text.text_tower_config(TEXT_CFG, EMBED_DIM))
         with torch.no_grad():
             tower.token_embedding.weight.normal_(0, 1.0)
             tower.token_embedding.weight[sorted(silent)] = 0

@@ -1,6 +1,15 @@
-"""Class embeddings against the golden bundle, the embeddings cache, and `segcli vocab`."""
+"""Class embeddings against the golden bundle, the embeddings cache, and `segcli vocab`; segcli's CLIP
+tokenizer and text tower (segcli.vocab.clip_text) against open_clip's.
+
+The tests that import open_clip carry `ON_OPEN_CLIP`: under `--dist loadgroup` one xdist worker
+pays that import (1.7 s, and a heap twice as large), not every worker."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,8 +18,12 @@ from typer.testing import CliRunner
 
 from segcli.commands.vocab import app as vocab_app
 from segcli.errors import InputNotFoundError, UsageError, VocabularyError, WeightsError
-from segcli.vocab import cache, load_embeddings, text
+from segcli.vocab import cache, clip_text, load_embeddings, text
 from segcli.vocab.parse import Vocabulary, from_official, parse_vocab
+
+ON_OPEN_CLIP = pytest.mark.xdist_group("open_clip")
+# what `import open_clip` brings in, and embedding text must not
+HEAVY_MODULES = ("open_clip", "torchvision", "timm", "torch._dynamo")
 
 
 class Arrays:
@@ -130,8 +143,6 @@ def test_cache_off_and_damaged_entry(golden, home):
 def test_bad_text_source(tmp_path, bundle):
     with pytest.raises(WeightsError, match="not a text-tower folder: config.json is missing"):
         text.text_source_from_bundle(tmp_path)
-    with pytest.raises(WeightsError, match="no model config"):
-        text.text_source_from_open_clip("no_such_model", tmp_path / "x.bin")
     # a checkpoint file whose text keys do not fit the config is refused with a clear message
     wrong = tmp_path / "tiny.bin"
     torch.save({"token_embedding.weight": torch.zeros(3, 3)}, wrong)
@@ -204,6 +215,7 @@ def test_cli_embed_and_list(golden, home, tmp_path):
     assert "1 class (1 thing, 0 stuff), 1 synonym slot," in result.stderr
 
 
+@ON_OPEN_CLIP
 def test_tower_equals_open_clip_encode_text(golden):
     """Our tower is open_clip's CLIP.encode_text(normalize=False) with the same text keys."""
     import open_clip
@@ -222,6 +234,241 @@ def test_tower_equals_open_clip_encode_text(golden):
     with torch.no_grad():
         torch.testing.assert_close(tower.encode_tokens(tokens), clip.encode_text(tokens, normalize=False),
                                    rtol=0, atol=0)
+
+
+# ---- segcli's CLIP tokenizer and text tower against open_clip's -------------------------------------
+
+HARD_SENTENCES = [
+    "",
+    " ",
+    "a photo of a Café in Zürich, naïve façade",
+    "e\u0301le\u0300ve",  # combining accents
+    "日本語のテキストと中文字符",
+    "한국어 문장",
+    "Привет, мир! Ελληνικά ΣΟΦΙΑ",
+    "İstanbul straße ǅ",  # lower case that changes length
+    "dog 🐶 and car 🚗, family 👩‍👩‍👧 ✨",
+    "Tom &amp; Jerry &lt;b&gt;bold&lt;/b&gt; &amp;amp; &#39;quoted&#39; &quot;x&quot; &nbsp;",
+    "mojibake: cafÃ© and â€œquotesâ€\x9d",
+    "MiXeD CaSe WORDS and CamelCaseWords",
+    "don't it's we're they've I'm you'll he'd DON'T IT'S",
+    "hello,world;foo:bar!!! ...??? (parens) [brackets] {braces} a/b\\c @#$%^&*_+=~`|<>",
+    "numbers 1234 3.14 1,000,000 2nd 10x",
+    "  extra\t\twhite \n\n space\r\n and\u00a0nbsp\u2003em  ",
+    "traffic light|stop sign, fire-hydrant_pole",
+    "<start_of_text> inside <end_of_text> and <START_OF_TEXT>",
+    "supercalifragilisticexpialidocious" * 8,
+    " ".join(f"word{i} and more" for i in range(60)),  # longer than 77 tokens: truncated
+    "x" * 1000,
+]
+
+
+def _all_dataset_sentences() -> list[str]:
+    """Every class name and synonym of every built-in dataset list, alone and in every template."""
+    from segcli.vocab.datasets import dataset_names, dataset_vocabulary, training_vocabulary
+
+    names = {synonym for name in dataset_names() for synonyms in dataset_vocabulary(name).classes
+             for synonym in synonyms}
+    names |= {synonym for synonyms in training_vocabulary().classes for synonym in synonyms}
+    templates = set(text.VILD_TEMPLATES) | {"a photo of a {}.", "There is a {} in the scene"}
+    return sorted(names | {template.format(name) for name in names for template in templates})
+
+
+@ON_OPEN_CLIP
+def test_tokenizer_matches_open_clip_on_every_dataset_vocabulary():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    sentences = _all_dataset_sentences()
+    assert len(sentences) > 9000  # 620 names, 15 templates
+    ours = clip_text.CLIPTokenizer(context_length=77)(sentences)
+    assert ours.dtype == torch.int64 and ours.shape == (len(sentences), 77)
+    assert torch.equal(ours, SimpleTokenizer(context_length=77)(sentences))
+
+
+@ON_OPEN_CLIP
+@pytest.mark.parametrize("context_length", [77, 16])
+def test_tokenizer_matches_open_clip_on_hard_cases(context_length):
+    from open_clip.tokenizer import SimpleTokenizer
+
+    ours = clip_text.CLIPTokenizer(context_length=context_length)
+    theirs = SimpleTokenizer(context_length=context_length)
+    tokens = ours(HARD_SENTENCES)
+    assert torch.equal(tokens, theirs(HARD_SENTENCES))
+    for sentence in HARD_SENTENCES:  # one at a time, and the plain encoding too
+        assert torch.equal(ours(sentence), theirs(sentence)), sentence
+        assert ours.encode(sentence) == theirs.encode(sentence), sentence
+    assert (ours.sot_token_id, ours.eot_token_id, ours.vocab_size) == (49406, 49407, 49408)
+    empty, long = tokens[0].tolist(), tokens[-2].tolist()
+    assert empty[:3] == [49406, 49407, 0]
+    assert long[-1] == 49407 and 0 not in long  # truncated: full, the end token last
+    assert ours([]).shape == (0, context_length)
+
+
+def _tower_tokens(context_length: int) -> torch.Tensor:
+    """Tokenised sentences (the end token the largest id of each row) plus rows of random ids."""
+    sentences = ["a photo of a dog.", "There is a large traffic light in the scene.", "", HARD_SENTENCES[4]]
+    tokens = clip_text.CLIPTokenizer(context_length)(sentences)
+    generator = torch.Generator().manual_seed(0)
+    random_rows = torch.randint(0, 49406, (3, context_length), generator=generator)
+    random_rows[:, 5] = 49407
+    return torch.cat([tokens, random_rows])
+
+
+TOWER_SIZES = [
+    # the golden bundle's size; and a deeper one with an odd head count (nn.MultiheadAttention's
+    # slow path), another MLP ratio and a shorter context
+    ({"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}, 48),
+    ({"context_length": 20, "vocab_size": 49408, "width": 48, "heads": 3, "layers": 3, "mlp_ratio": 2.5}, 24),
+]
+
+
+@ON_OPEN_CLIP
+@pytest.mark.parametrize("quick_gelu", [False, True], ids=["gelu", "quick_gelu"])
+@pytest.mark.parametrize("text_cfg,embed_dim", TOWER_SIZES, ids=["w32", "w48"])
+def test_tower_equals_open_clip_text_tower(text_cfg, embed_dim, quick_gelu):
+    """Same seed, same random weights (same draws in the same order); same weights, identical
+    features: with and without autograd, and through TextTower (built empty, then loaded)."""
+    from open_clip.model import _build_text_tower
+
+    config = clip_text.text_tower_config(text_cfg, embed_dim, quick_gelu)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        theirs = _build_text_tower(embed_dim, dict(text_cfg), quick_gelu=quick_gelu).eval()
+        torch.manual_seed(7)
+        ours = clip_text.CLIPTextTransformer(config).eval()
+    their_state, our_state = theirs.state_dict(), ours.state_dict()
+    assert list(our_state) == list(their_state)
+    for key, value in their_state.items():
+        assert torch.equal(our_state[key], value), key
+    assert "attn_mask" not in our_state and torch.equal(ours.attn_mask, theirs.attn_mask)
+    activations = [type(tower.transformer.resblocks[0].mlp.gelu).__name__ for tower in (ours, theirs)]
+    assert activations == 2 * ["QuickGELU" if quick_gelu else "GELU"]
+
+    tokens = _tower_tokens(config.context_length)
+    with torch.no_grad():
+        expected = theirs(tokens)
+        assert torch.equal(ours(tokens), expected)
+    assert torch.equal(ours(tokens).detach(), theirs(tokens).detach())  # the autograd path of attention
+    tower = text.TextTower(text_cfg, embed_dim, quick_gelu)
+    tower.load_weights(their_state)
+    assert torch.equal(tower.eval().encode_tokens(tokens), expected)
+
+
+# open_clip 3.3 CLIPTextCfg settings that change the computation, at a value other than the default
+UNSUPPORTED_SETTINGS = [
+    ("pool_type", "eos"), ("pool_type", "first"), ("proj_type", "none"), ("proj_bias", True),
+    ("embed_cls", True), ("no_causal_mask", True), ("ls_init_value", 1e-5), ("norm_kwargs", {"eps": 1e-6}),
+    ("act_kwargs", {"approximate": "tanh"}), ("block_type", "custom"), ("qk_norm", True),
+    ("scaled_cosine_attn", True), ("scale_heads", True), ("scale_attn_inner", True), ("scale_attn", True),
+    ("scale_fc", True), ("tokenizer_kwargs", {"clean": "canonicalize"}), ("hf_model_name", "roberta-base"),
+    ("hf_tokenizer_name", "bert-base-uncased"), ("no_such_setting", 1), ("width", 0), ("layers", 2.5),
+    ("heads", 5), ("mlp_ratio", "4"),
+]
+SMALL_CFG = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+
+
+@pytest.mark.parametrize("key,value", UNSUPPORTED_SETTINGS, ids=[f"{k}={v}" for k, v in UNSUPPORTED_SETTINGS])
+def test_unsupported_text_cfg_is_refused(key, value):
+    with pytest.raises(WeightsError) as info:
+        text.TextTower({**SMALL_CFG, key: value}, 32)
+    assert key in str(info.value) and "\n" not in str(info.value)
+
+
+def test_default_valued_text_cfg_is_accepted():
+    """Settings at open_clip's defaults (or without effect on this tower) build the standard tower."""
+    plain = clip_text.text_tower_config(SMALL_CFG, 32)
+    same = {"pool_type": "argmax", "proj_type": "linear", "proj_bias": False, "embed_cls": False,
+            "no_causal_mask": False, "ls_init_value": None, "norm_kwargs": {}, "act_kwargs": None,
+            "block_type": "default", "qk_norm": False, "tokenizer_kwargs": {}, "hf_model_name": None,
+            "hf_tokenizer_name": "", "pad_id": 1, "eos_id": 3, "output_tokens": True, "final_ln_after_pool": True,
+            "width": 32.0, "mlp_ratio": 4}
+    assert clip_text.text_tower_config({**SMALL_CFG, **same}, 32.0) == plain
+    assert plain == clip_text.TextTowerConfig(width=32, heads=2, layers=1, embed_dim=32)
+
+
+def test_unsupported_text_cfg_through_the_cli(model_dir, tmp_path, cli, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    monkeypatch.setenv("SEGCLI_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "eos_model"
+    folder.mkdir()
+    shutil.copy(Path(model_dir) / "text_tower.safetensors", folder)
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config["text_tower"]["open_clip_text_cfg"]["pool_type"] = "eos"
+    (folder / "config.json").write_text(json.dumps(config))
+    code, out, err = cli(["vocab", "embed", "--weights", folder, "--vocab", "dog", "-o", tmp_path / "e.safetensors"])
+    assert code == WeightsError.exit_code and out == ""
+    assert "pool_type='eos' is not supported" in err and len(err.strip().splitlines()) == 1
+
+
+@ON_OPEN_CLIP
+def test_open_clip_text_cfg_defaults_are_accepted():
+    """Every field of open_clip's CLIPTextCfg is known, and all its defaults build the standard tower."""
+    import dataclasses
+
+    from open_clip.model import CLIPTextCfg
+
+    defaults = dataclasses.asdict(CLIPTextCfg())
+    assert clip_text.text_tower_config(defaults, 512) == clip_text.TextTowerConfig()
+
+
+@ON_OPEN_CLIP
+def test_built_in_open_clip_model_configs_match_open_clip(tmp_path):
+    import open_clip
+
+    from segcli.model.config import OPEN_CLIP_CONVNEXT_MODELS, backbone_from_open_clip, open_clip_model_config
+
+    assert {"convnext_large_d_320", "convnext_xxlarge"} <= set(OPEN_CLIP_CONVNEXT_MODELS)
+    for name in OPEN_CLIP_CONVNEXT_MODELS:
+        ours, theirs = open_clip_model_config(name), open_clip.get_model_config(name)
+        assert ours["embed_dim"] == theirs["embed_dim"], name
+        assert ours["text_cfg"] == theirs["text_cfg"], name
+        assert ours["vision_cfg"]["timm_model_name"] == theirs["vision_cfg"]["timm_model_name"], name
+        assert ours["quick_gelu"] == theirs.get("quick_gelu", False), name
+        assert backbone_from_open_clip(name) == backbone_from_open_clip(theirs), name
+    # another open_clip model is looked up in open_clip itself
+    assert open_clip_model_config("RN50") == open_clip.get_model_config("RN50")
+    source = text.text_source_from_open_clip("ViT-B-32-quickgelu", tmp_path / "x.bin")
+    assert source.quick_gelu and source.text_cfg["width"] == 512
+    with pytest.raises(WeightsError, match="no model config"):
+        text.text_source_from_open_clip("no_such_model", tmp_path / "x.bin")
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        backbone_from_open_clip("no_such_model")
+
+
+_EMBED_AND_LIST_MODULES = """
+import json, sys
+from segcli.vocab import cache, text
+from segcli.vocab.parse import parse_vocab
+source = text.text_source_from_bundle(sys.argv[1])
+features = text.build_text_tower(source).encode(["a photo of a dog.", "There is a car in the scene"])
+embeddings, _ = cache.get_class_embeddings(parse_vocab("dog|puppy,stuff:sky"), source, cache=False)
+print(json.dumps({"shapes": [list(features.shape), list(embeddings.shape)],
+                  "loaded": [name for name in sys.argv[2:] if name in sys.modules]}))
+"""
+
+
+def test_embedding_text_does_not_import_open_clip(model_dir, tmp_path):
+    """Embedding a vocabulary, in segcli's code and through `segcli vocab embed`, imports none of
+    open_clip, torchvision, timm, torch._dynamo."""
+    run = subprocess.run([sys.executable, "-c", _EMBED_AND_LIST_MODULES, model_dir, *HEAVY_MODULES],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["shapes"] == [[2, 32], [2, 2, 32]]
+    assert report["loaded"] == []
+
+    out = tmp_path / "emb.safetensors"
+    env = {**os.environ, "SEGCLI_HOME": str(tmp_path / "home")}
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "segcli", "vocab", "embed", "--weights", model_dir,
+                          "--dataset", "cityscapes", "-o", str(out)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert out.is_file() and "computed" in run.stderr
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "segcli.vocab.clip_text" in imported
+    assert not imported & set(HEAVY_MODULES)
 
 
 # ---- the class-embeddings file (`segcli vocab embed -o FILE`) ---------------------------------------

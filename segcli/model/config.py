@@ -70,15 +70,48 @@ def convxxl_config(**head_overrides) -> OMGSegConfig:
     )
 
 
+# open_clip's ConvNeXt CLIP models (model_configs/<name>.json of open_clip 3.3): embed_dim, timm
+# trunk, and text tower width / heads / layers (context 77, vocabulary 49408, GELU). Known here so
+# that neither the backbone nor the text tower needs `import open_clip` (1.7 s: it imports
+# torchvision, timm and torch._dynamo) for its sizes.
+OPEN_CLIP_CONVNEXT_MODELS = {
+    "convnext_base": (512, "convnext_base", 512, 8, 12),
+    "convnext_base_w": (640, "convnext_base", 640, 10, 12),
+    "convnext_base_w_320": (640, "convnext_base", 640, 10, 12),
+    "convnext_large": (768, "convnext_large", 768, 12, 12),
+    "convnext_large_d": (768, "convnext_large", 768, 12, 16),
+    "convnext_large_d_320": (768, "convnext_large", 768, 12, 16),
+    "convnext_small": (512, "convnext_small", 512, 8, 12),
+    "convnext_tiny": (1024, "convnext_tiny", 512, 8, 12),
+    "convnext_xlarge": (1024, "convnext_xlarge", 1024, 16, 20),
+    "convnext_xxlarge": (1024, "convnext_xxlarge", 1024, 16, 24),
+    "convnext_xxlarge_320": (1024, "convnext_xxlarge", 1024, 16, 24),
+}
+
+
+def open_clip_model_config(name: str) -> dict | None:
+    """open_clip.get_model_config(name), restricted to what segcli reads (embed_dim, quick_gelu,
+    vision_cfg.timm_model_name, text_cfg); the models above without importing open_clip, any other
+    name from open_clip itself (None: open_clip has no such model)."""
+    if name in OPEN_CLIP_CONVNEXT_MODELS:
+        embed_dim, trunk, width, heads, layers = OPEN_CLIP_CONVNEXT_MODELS[name]
+        return {"embed_dim": embed_dim, "quick_gelu": False, "vision_cfg": {"timm_model_name": trunk},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width, "heads": heads,
+                             "layers": layers}}
+    try:
+        from open_clip import get_model_config
+    except ImportError:
+        return None
+    return get_model_config(name)
+
+
 def backbone_from_open_clip(model_name_or_cfg) -> BackboneConfig:
     """Backbone sizes from an open_clip model name (e.g. 'convnext_large_d_320') or an open_clip
     model-config dict ({'embed_dim', 'vision_cfg': {'timm_model_name', ...}})."""
     cfg = model_name_or_cfg
     if isinstance(cfg, str):
-        import open_clip
-
         name = cfg
-        cfg = open_clip.get_model_config(name)
+        cfg = open_clip_model_config(name)
         if cfg is None:
             raise ValueError(f"unknown open_clip model: {name}")
     timm_name = cfg["vision_cfg"]["timm_model_name"]

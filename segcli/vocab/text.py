@@ -1,17 +1,20 @@
 """CLIP text embeddings of a vocabulary, the way the official `tools/gen_cls.py` builds them (§5.4).
 
 For every synonym of every class, each of the 14 ViLD templates is filled in; all sentences are
-tokenised with open_clip's tokenizer (context 77) and encoded with the CLIP text tower
-(`encode_text(normalize=False)`, fp32). Each sentence embedding is L2-normalised, the template
-embeddings of a synonym are averaged and normalised again, and every class is padded to P synonyms
-by repeating its first synonym: a float32 tensor (K, P, D).
+tokenised with CLIP's tokenizer (context 77) and encoded with the CLIP text tower
+(open_clip's `encode_text(normalize=False)`, fp32). Each sentence embedding is L2-normalised, the
+template embeddings of a synonym are averaged and normalised again, and every class is padded to P
+synonyms by repeating its first synonym: a float32 tensor (K, P, D).
 
-The text tower is open_clip's own `TextTransformer`, built from a text config without any
-download, with its weights read from
+The tokenizer and the text tower are segcli's own (segcli.vocab.clip_text), which compute exactly
+what open_clip's SimpleTokenizer and TextTransformer compute without importing open_clip (1.7 s,
+and a heap twice as large, per process). The tower is built from an open_clip text config without
+any download, with its weights read from
 * a golden-bundle-layout folder: `config.json` (`text_tower.open_clip_text_cfg`, `embed_dim`,
   `classes.templates`) + `text_tower.safetensors` (open_clip key names), or
 * an open_clip CLIP checkpoint (e.g. `open_clip_pytorch_model.bin` of convnext_large_d_320), whose
-  text keys are picked out (the `visual.*` keys are skipped).
+  text keys are picked out (the `visual.*` keys are skipped); the model's text config comes from
+  segcli's table of open_clip model configs (segcli.model.config.open_clip_model_config).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segcli.errors import UsageError, VocabularyError, WeightsError
+from segcli.vocab import clip_text
 from segcli.vocab.parse import Vocabulary
 
 # ext/templates/vild.py of the official repository (from FC-CLIP); trailing periods as written.
@@ -102,9 +106,9 @@ def text_source_from_bundle(folder: str | Path) -> TextSource:
 def text_source_from_open_clip(model_name: str, weights: str | Path) -> TextSource:
     """Text tower of the open_clip model `model_name` (built-in config, no download) with its
     weights read from a local CLIP checkpoint file."""
-    import open_clip
+    from segcli.model.config import open_clip_model_config
 
-    config = open_clip.get_model_config(model_name)
+    config = open_clip_model_config(model_name)
     if config is None:
         raise WeightsError(f"open_clip has no model config named '{model_name}'")
     return TextSource(name=model_name, weights=Path(weights), text_cfg=dict(config["text_cfg"]),
@@ -178,20 +182,16 @@ def _torch_load(path: Path):
 
 
 class TextTower(nn.Module):
-    """open_clip CLIP text tower + tokenizer; `encode` = open_clip `encode_text(normalize=False)`."""
+    """CLIP text tower + tokenizer; `encode` = open_clip `encode_text(normalize=False)`.
+
+    Constructed without weights (uninitialised parameters): `load_weights` fills them."""
 
     def __init__(self, text_cfg: dict, embed_dim: int, quick_gelu: bool = False):
         super().__init__()
-        from open_clip.model import _build_text_tower
-        from open_clip.tokenizer import SimpleTokenizer
-
-        if text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name"):
-            raise WeightsError("Hugging Face transformers text towers are not supported "
-                               "(they would need a download)")
-        self.text = _build_text_tower(embed_dim, dict(text_cfg), quick_gelu=quick_gelu)
-        self.context_length = int(text_cfg.get("context_length", 77))
-        self.tokenizer = SimpleTokenizer(context_length=self.context_length,
-                                         **(text_cfg.get("tokenizer_kwargs") or {}))
+        config = clip_text.text_tower_config(dict(text_cfg), embed_dim, quick_gelu)
+        self.text = clip_text.empty_text_transformer(config)
+        self.context_length = config.context_length
+        self.tokenizer = clip_text.CLIPTokenizer(context_length=self.context_length)
 
     def load_weights(self, state: dict[str, torch.Tensor], origin: str = "weights") -> None:
         own = self.text.state_dict()
