@@ -49,9 +49,11 @@ def pytest_configure(config):
 
 
 def pytest_runtest_setup(item):
-    """`--dist loadgroup` sends an xdist_group's tests to one worker by the suffix pytest-xdist adds
-    to their node ids. A pytest that does not read it (9.2 with xdist 3.8) spreads the Ray tests
-    over all workers, each starting its own cluster: those tests fail, saying why."""
+    """`--dist loadgroup` sends an xdist_group's tests to one worker (`ray`: one local Ray cluster
+    per test run; `dynamo`: the tests that import torch._dynamo, 1 s and a heap twice as large,
+    through open_clip, timm, torch.utils.flop_counter or a model built on the meta device, whose
+    normal_ imports it) by the suffix pytest-xdist adds to their node ids. A pytest that does not
+    read it (9.2 with xdist 3.8) spreads them over all workers: those tests fail, saying why."""
     config = item.config
     if (hasattr(config, "workerinput") and config.getvalue("loadgroup") and item.get_closest_marker("xdist_group")
             and "@" not in item.nodeid):

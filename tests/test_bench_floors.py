@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from segcli.bench import format_floors, gemm_peak, stage_macs
 
 
+@pytest.mark.xdist_group("dynamo")  # torch.utils.flop_counter (see tests/conftest.py)
 def test_convl_macs_at_the_official_size():
     macs = stage_macs("convl", (1280, 736), 3)
     # ConvNeXt-L at 1280x736 (padded from 1280x720): 645 GMAC per frame (the figure the README's

@@ -195,7 +195,7 @@ def test_corrupt_or_missing_files(tmp_path):
         read_state_dict(bad)
 
 
-@pytest.mark.xdist_group("open_clip")  # imports timm: one xdist worker pays it
+@pytest.mark.xdist_group("dynamo")  # imports timm (see tests/conftest.py)
 def test_backbone_matches_timm_convnext_through_open_clip_names():
     """Our ConvNeXt loaded from open_clip-style names computes what timm's trunk computes."""
     pytest.importorskip("timm")

@@ -8,6 +8,8 @@ import torch
 from segcli.model.config import backbone_from_open_clip, convl_config
 from segcli.model.omgseg import OMGSeg
 
+pytestmark = pytest.mark.xdist_group("dynamo")  # models built on the meta device (see tests/conftest.py)
+
 
 def manifest_entries(manifest, config_name):
     groups = manifest["configs"][config_name]["groups"]
