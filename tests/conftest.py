@@ -243,7 +243,8 @@ def golden_segmenter(bundle):
 
 class GoldenRuns:
     """Whole-video runs of the golden model on the bundle's frames, each computed once per session
-    (several tests read the same exact vis/vps results). `calls[key]`: how many times the head's
+    (several tests read the same exact vis/vps results; they share the xdist group "golden_runs",
+    so that one worker computes them). `calls[key]`: how many times the head's
     classifier ran during that run."""
 
     # the runs several tests share

@@ -400,6 +400,7 @@ def test_exit_now_is_a_normal_exit_without_the_teardown(end):
     assert proc.stdout == expected
 
 
+@pytest.mark.xdist_group("golden_runs")  # one worker computes the shared runs (tests/conftest.py)
 @pytest.mark.parametrize("task", ["vis", "vps"])
 def test_bf16_task_results_within_bound_on_the_golden_video(bundle, golden_runs, task):
     """The default CPU precision against fp32 on the bundle's video, at the level users see:

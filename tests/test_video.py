@@ -31,6 +31,7 @@ def same_results(a, b) -> bool:
 
 
 # ---- golden numerics -------------------------------------------------------------------------
+@pytest.mark.xdist_group("golden_runs")  # one worker computes the shared runs (tests/conftest.py)
 def test_exact_vps_matches_official(bundle, golden_runs):
     void = bundle.config["classes"]["num_classes"]
     results = golden_runs.get(**golden_runs.EXACT_VPS)
@@ -42,6 +43,7 @@ def test_exact_vps_matches_official(bundle, golden_runs):
         assert all(1 <= s.id <= bundle.config["head"]["num_queries"] for s in r.segments)
 
 
+@pytest.mark.xdist_group("golden_runs")  # one worker computes the shared runs (tests/conftest.py)
 def test_exact_vis_tracks_are_official_tubes(bundle, golden_runs):
     out = bundle.outputs
     results = golden_runs.get(**golden_runs.EXACT_VIS)
