@@ -16,7 +16,6 @@ import gc
 import json
 import os
 import signal
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,8 +36,13 @@ def pytest_configure(config):
     of every process running one thread per core. (The parity tests hold at any thread count.)"""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN or _sigint_ignored():
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker
-        atexit.register(_leave_without_teardown)
+    if hasattr(config, "workerinput"):
+        # an xdist worker's last act: its results are sent and its exit status is not read; the
+        # interpreter's teardown (1-1.4 s of freeing torch's modules, which the controller waits
+        # for at the end of every run) is skipped
+        from segcli.runtime import leave_now
+
+        atexit.register(leave_now)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -67,18 +71,6 @@ def pytest_collection_finish(session):
     otherwise walk all of it again (0.1-0.2 s each; pytest alone makes ten at the end)."""
     gc.collect()
     gc.freeze()
-
-
-def _leave_without_teardown() -> None:
-    """The last thing an xdist worker does: end without the interpreter's teardown, which frees
-    torch's module objects one by one (1-1.4 s of CPU, waited for by the controller at the end
-    of every run). Its results have all been sent by then, and its exit status is not read."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-    os._exit(0)
 
 
 def _sigint_ignored() -> bool:

@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from ..runtime import leave_now
 from .worker import FatalError, Reporter, Worker, WorkerSpec
 
 MAX_CRASHES = 2  # a video is failed when its worker died under it this many times
@@ -63,22 +64,12 @@ def _watch_parent(parent: int) -> None:
             os._exit(3)  # the driver is gone: nobody would record this video
 
 
-def _leave_without_teardown() -> None:
-    """A worker's last atexit handler: multiprocessing has already flushed its queues and joined
-    its threads; the interpreter's teardown (0.6-1 s of freeing torch's modules, which the driver
-    waits for at the end of every run) is skipped. The pool does not read a worker's exit status."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-    os._exit(0)
-
-
 def _init(spec: WorkerSpec, slots, events, stop, parent: int) -> None:
     global _WORKER, _EVENTS, _PARENT
     _PARENT = parent
-    atexit.register(_leave_without_teardown)
+    # the last atexit handler: multiprocessing has flushed the queues by then; the interpreter's
+    # teardown (0.6-1 s of freeing torch's modules, which the driver waits for) is skipped
+    atexit.register(leave_now)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the driver decides
     slot = slots.get()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="segcli-watch-parent").start()
