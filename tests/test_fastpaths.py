@@ -400,6 +400,17 @@ def test_exit_now_is_a_normal_exit_without_the_teardown(end):
     assert proc.stdout == expected
 
 
+def test_exit_now_ends_an_executor_left_running():
+    """A ThreadPoolExecutor that was never shut down has idle non-daemon workers: a normal exit
+    tells them to end before waiting for them, and so must exit_now (or it would wait forever)."""
+    import subprocess
+
+    script = ("from concurrent.futures import ThreadPoolExecutor\nfrom segcli.runtime import exit_now\n"
+              "pool = ThreadPoolExecutor(2)\nprint(pool.submit(sum, [1, 2]).result(), end='')\nexit_now(5)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert (proc.returncode, proc.stdout) == (5, "3")
+
+
 @pytest.mark.xdist_group("golden_runs")  # one worker computes the shared runs (tests/conftest.py)
 @pytest.mark.parametrize("task", ["vis", "vps"])
 def test_bf16_task_results_within_bound_on_the_golden_video(bundle, golden_runs, task):
