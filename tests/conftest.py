@@ -15,7 +15,9 @@ import atexit
 import gc
 import json
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,9 +35,15 @@ def pytest_configure(config):
 
     Under pytest-xdist (`-n auto`, the README's command) the workers share the cores: each gets
     its share of torch threads, and so do the console scripts it starts (OMP_NUM_THREADS), instead
-    of every process running one thread per core. (The parity tests hold at any thread count.)"""
+    of every process running one thread per core. (The parity tests hold at any thread count.)
+
+    SEGCLI_HOME is a fresh folder for the whole run: no test reads or writes the user's."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN or _sigint_ignored():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if not hasattr(config, "workerinput"):  # the controller (or a serial run): workers inherit it
+        home = tempfile.mkdtemp(prefix="segcli-tests-home-")
+        os.environ["SEGCLI_HOME"] = home
+        config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
     if hasattr(config, "workerinput"):
         # an xdist worker's last act: its results are sent and its exit status is not read; the
         # interpreter's teardown (1-1.4 s of freeing torch's modules, which the controller waits
