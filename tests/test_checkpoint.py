@@ -224,6 +224,30 @@ def test_backbone_matches_timm_convnext_through_open_clip_names():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.xdist_group("dynamo")  # imports timm and open_clip (see tests/conftest.py)
+@pytest.mark.parametrize("proj", ["mlp", "linear"])
+def test_clip_image_embedding_matches_open_clip_with_either_projection(proj):
+    """Trunk, pooled head and CLIP projection equal open_clip's TimmModel, loaded from its own key
+    names: the MLP projection of convnext_large_d_320 and the Linear one of convnext_xxlarge."""
+    pytest.importorskip("timm")
+    from open_clip.timm_model import TimmModel
+
+    torch.manual_seed(0)
+    clip = TimmModel("convnext_tiny", embed_dim=32, image_size=64, pool="", proj=proj).eval()
+    with torch.no_grad():
+        for name, p in clip.named_parameters():
+            if name.endswith("gamma"):
+                p.uniform_(0.2, 0.6)
+    state = {f"visual.{k}": v for k, v in clip.state_dict().items()}
+    ours = CLIPConvNeXt(BackboneConfig(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), embed_dim=32,
+                                       proj_hidden=64, proj=proj)).eval()
+    ours.load_state_dict({k.removeprefix("backbone."): v for k, v in clip_to_backbone(state).items()}, strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = ours(x)[-1].mean((2, 3))
+        torch.testing.assert_close(ours.forward_feat(pooled[:, None])[:, 0], clip(x), atol=1e-5, rtol=1e-5)
+
+
 def test_video_demo_checkpoint_without_prompt_keys_serves_automatic_tasks(bundle, tmp_path):
     """A state_dict of the official video-demo config has no interactive-prompt keys: it loads for
     vis/vps, and prompts are refused with one line (a mask prompt needs no prompt branch)."""

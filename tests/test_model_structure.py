@@ -41,7 +41,12 @@ def test_runtime_buffers_are_not_persistent():
 def test_backbone_from_open_clip_name_and_dict():
     cfg = backbone_from_open_clip("convnext_large_d_320")
     assert cfg.dims == (192, 384, 768, 1536) and cfg.depths == (3, 3, 27, 3) and cfg.embed_dim == 768
+    assert cfg.proj == "mlp"  # convnext_large_d_320's CLIP projection
     cfg = backbone_from_open_clip({"embed_dim": 1024, "vision_cfg": {"timm_model_name": "convnext_xxlarge"}})
-    assert cfg.dims[-1] == 3072 and cfg.proj_hidden == 2048
+    assert cfg.dims[-1] == 3072 and cfg.proj == "linear"  # open_clip's default projection
+    assert backbone_from_open_clip("convnext_xxlarge").proj == "linear"
+    with pytest.raises(ValueError, match="bias"):
+        backbone_from_open_clip({"embed_dim": 8, "vision_cfg": {"timm_model_name": "convnext_base",
+                                                                "timm_proj_bias": True}})
     with pytest.raises(ValueError):
         backbone_from_open_clip({"embed_dim": 8, "vision_cfg": {"timm_model_name": "vit_base_patch16"}})

@@ -426,6 +426,7 @@ def test_built_in_open_clip_model_configs_match_open_clip(tmp_path):
         assert ours["embed_dim"] == theirs["embed_dim"], name
         assert ours["text_cfg"] == theirs["text_cfg"], name
         assert ours["vision_cfg"]["timm_model_name"] == theirs["vision_cfg"]["timm_model_name"], name
+        assert ours["vision_cfg"]["timm_proj"] == theirs["vision_cfg"].get("timm_proj", "linear"), name
         assert ours["quick_gelu"] == theirs.get("quick_gelu", False), name
         assert backbone_from_open_clip(name) == backbone_from_open_clip(theirs), name
     # another open_clip model is looked up in open_clip itself

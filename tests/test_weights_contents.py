@@ -92,7 +92,13 @@ def test_expected_shapes_of_the_released_architectures():
     assert len(clip) == 345 and clip["backbone.stem.0.weight"] == (192, 3, 4, 4)
     xxl = contents.expected_shapes(reg.files["omg-seg-convxxl-head"])
     assert set(xxl) == set(head) and xxl != head  # same keys, the input projections differ
-    assert contents.expected_shapes(reg.files["clip-convnext-xxlarge"])["backbone.stem.0.weight"] == (384, 3, 4, 4)
+    xxl_clip = contents.expected_shapes(reg.files["clip-convnext-xxlarge"])
+    assert xxl_clip["backbone.stem.0.weight"] == (384, 3, 4, 4)
+    # open_clip's convnext_xxlarge projects with one bias-free Linear (timm_proj "linear"), the
+    # ConvL CLIP with an MLP: the released files hold visual.head.proj.weight / visual.head.mlp.*
+    assert xxl_clip["backbone.head.1.proj.weight"] == (1024, 3072)
+    assert not any(".mlp." in k for k in xxl_clip if k.startswith("backbone.head.1."))
+    assert clip["backbone.head.1.mlp.fc1.weight"] == (1536, 1536) and "backbone.head.1.proj.weight" not in clip
 
 
 def test_import_checks_a_head_file(env, tmp_path, state):

@@ -97,14 +97,19 @@ class TrunkHead(nn.Module):
 
 
 class ClipProjection(nn.Module):
-    """open_clip 'mlp' projection head: fc1 (bias) -> GELU -> fc2 (no bias)."""
+    """open_clip's projection head (timm_proj): 'mlp' = fc1 (bias) -> GELU -> fc2 (no bias), as in
+    convnext_large_d_320; 'linear' = one Linear without bias (`proj`), as in convnext_xxlarge."""
 
-    def __init__(self, in_dim: int, hidden: int, embed_dim: int):
+    def __init__(self, in_dim: int, hidden: int, embed_dim: int, kind: str = "mlp"):
         super().__init__()
-        self.mlp = Mlp(in_dim, hidden, embed_dim, fc2_bias=False)
+        if kind == "mlp":
+            self.mlp = Mlp(in_dim, hidden, embed_dim, fc2_bias=False)
+        else:
+            self.proj = nn.Linear(in_dim, embed_dim, bias=False)
+        self.kind = kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)
+        return self.mlp(x) if self.kind == "mlp" else self.proj(x)
 
 
 class CLIPConvNeXt(nn.Module):
@@ -116,7 +121,8 @@ class CLIPConvNeXt(nn.Module):
         self.layer2 = ConvNeXtStage(dims[0], dims[1], cfg.depths[1], eps, downsample=True)
         self.layer3 = ConvNeXtStage(dims[1], dims[2], cfg.depths[2], eps, downsample=True)
         self.layer4 = ConvNeXtStage(dims[2], dims[3], cfg.depths[3], eps, downsample=True)
-        self.head = nn.Sequential(TrunkHead(dims[3], eps), ClipProjection(dims[3], cfg.proj_hidden, cfg.embed_dim))
+        self.head = nn.Sequential(TrunkHead(dims[3], eps),
+                                  ClipProjection(dims[3], cfg.proj_hidden, cfg.embed_dim, cfg.proj))
         self.out_channels = tuple(dims)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -21,13 +21,24 @@ TIMM_CONVNEXT_ARCHS = {
 }
 
 
+CLIP_PROJECTIONS = ("mlp", "linear")
+
+
 @dataclass
 class BackboneConfig:
     depths: tuple[int, ...] = (3, 3, 27, 3)
     dims: tuple[int, ...] = (192, 384, 768, 1536)
-    embed_dim: int = 768  # CLIP embedding width (output of the CLIP MLP projection)
+    embed_dim: int = 768  # CLIP embedding width (output of the CLIP projection)
     proj_hidden: int = 1536  # hidden width of the CLIP MLP projection (open_clip: 2 * embed_dim)
     norm_eps: float = 1e-6
+    # open_clip's timm_proj: "mlp" (convnext_large_d*: fc1 -> GELU -> fc2) or "linear" (every other
+    # ConvNeXt CLIP, convnext_xxlarge among them: one bias-free Linear)
+    proj: str = "mlp"
+
+    def __post_init__(self):
+        if self.proj not in CLIP_PROJECTIONS:
+            raise ValueError(f"unsupported CLIP projection {self.proj!r} "
+                             f"(expected one of {', '.join(CLIP_PROJECTIONS)})")
 
 
 @dataclass
@@ -64,28 +75,29 @@ def convxxl_config(**head_overrides) -> OMGSegConfig:
     """OMG-Seg with the open_clip convnext_xxlarge backbone (omg_seg_convxxl.pth)."""
     depths, dims = TIMM_CONVNEXT_ARCHS["convnext_xxlarge"]
     return OMGSegConfig(
-        backbone=BackboneConfig(depths=depths, dims=dims, embed_dim=1024, proj_hidden=2048),
+        backbone=BackboneConfig(depths=depths, dims=dims, embed_dim=1024, proj_hidden=2048, proj="linear"),
         head=HeadConfig(**head_overrides),
         clip_model_name="convnext_xxlarge",
     )
 
 
 # open_clip's ConvNeXt CLIP models (model_configs/<name>.json of open_clip 3.3): embed_dim, timm
-# trunk, and text tower width / heads / layers (context 77, vocabulary 49408, GELU). Known here so
+# trunk, its projection (timm_proj), and text tower width / heads / layers (context 77, vocabulary
+# 49408, GELU). Known here so
 # that neither the backbone nor the text tower needs `import open_clip` (1.7 s: it imports
 # torchvision, timm and torch._dynamo) for its sizes.
 OPEN_CLIP_CONVNEXT_MODELS = {
-    "convnext_base": (512, "convnext_base", 512, 8, 12),
-    "convnext_base_w": (640, "convnext_base", 640, 10, 12),
-    "convnext_base_w_320": (640, "convnext_base", 640, 10, 12),
-    "convnext_large": (768, "convnext_large", 768, 12, 12),
-    "convnext_large_d": (768, "convnext_large", 768, 12, 16),
-    "convnext_large_d_320": (768, "convnext_large", 768, 12, 16),
-    "convnext_small": (512, "convnext_small", 512, 8, 12),
-    "convnext_tiny": (1024, "convnext_tiny", 512, 8, 12),
-    "convnext_xlarge": (1024, "convnext_xlarge", 1024, 16, 20),
-    "convnext_xxlarge": (1024, "convnext_xxlarge", 1024, 16, 24),
-    "convnext_xxlarge_320": (1024, "convnext_xxlarge", 1024, 16, 24),
+    "convnext_base": (512, "convnext_base", "linear", 512, 8, 12),
+    "convnext_base_w": (640, "convnext_base", "linear", 640, 10, 12),
+    "convnext_base_w_320": (640, "convnext_base", "linear", 640, 10, 12),
+    "convnext_large": (768, "convnext_large", "linear", 768, 12, 12),
+    "convnext_large_d": (768, "convnext_large", "mlp", 768, 12, 16),
+    "convnext_large_d_320": (768, "convnext_large", "mlp", 768, 12, 16),
+    "convnext_small": (512, "convnext_small", "linear", 512, 8, 12),
+    "convnext_tiny": (1024, "convnext_tiny", "linear", 512, 8, 12),
+    "convnext_xlarge": (1024, "convnext_xlarge", "linear", 1024, 16, 20),
+    "convnext_xxlarge": (1024, "convnext_xxlarge", "linear", 1024, 16, 24),
+    "convnext_xxlarge_320": (1024, "convnext_xxlarge", "linear", 1024, 16, 24),
 }
 
 
@@ -94,8 +106,9 @@ def open_clip_model_config(name: str) -> dict | None:
     vision_cfg.timm_model_name, text_cfg); the models above without importing open_clip, any other
     name from open_clip itself (None: open_clip has no such model)."""
     if name in OPEN_CLIP_CONVNEXT_MODELS:
-        embed_dim, trunk, width, heads, layers = OPEN_CLIP_CONVNEXT_MODELS[name]
-        return {"embed_dim": embed_dim, "quick_gelu": False, "vision_cfg": {"timm_model_name": trunk},
+        embed_dim, trunk, proj, width, heads, layers = OPEN_CLIP_CONVNEXT_MODELS[name]
+        return {"embed_dim": embed_dim, "quick_gelu": False,
+                "vision_cfg": {"timm_model_name": trunk, "timm_proj": proj},
                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width, "heads": heads,
                              "layers": layers}}
     try:
@@ -119,7 +132,15 @@ def backbone_from_open_clip(model_name_or_cfg) -> BackboneConfig:
         raise ValueError(f"unsupported CLIP trunk {timm_name!r} (expected a timm ConvNeXt)")
     depths, dims = TIMM_CONVNEXT_ARCHS[timm_name]
     embed = int(cfg["embed_dim"])
-    return BackboneConfig(depths=depths, dims=dims, embed_dim=embed, proj_hidden=2 * embed)
+    return BackboneConfig(depths=depths, dims=dims, embed_dim=embed, proj_hidden=2 * embed,
+                          proj=_clip_projection(cfg["vision_cfg"], default="linear"))
+
+
+def _clip_projection(vision_cfg: dict, default: str) -> str:
+    """open_clip's timm_proj (its own default: "linear"); a projection with a bias is refused."""
+    if vision_cfg.get("timm_proj_bias"):
+        raise ValueError("unsupported CLIP projection with a bias (timm_proj_bias)")
+    return vision_cfg.get("timm_proj", default)
 
 
 def config_from_bundle(bundle: dict) -> OMGSegConfig:
@@ -133,6 +154,8 @@ def config_from_bundle(bundle: dict) -> OMGSegConfig:
         dims=tuple(trunk["dims"]),
         embed_dim=embed,
         proj_hidden=2 * embed,
+        # the golden bundles record it; folders written before it was read have the MLP
+        proj=_clip_projection(bb["open_clip_model_config"].get("vision_cfg") or {}, default="mlp"),
     )
     h = bundle["head"]
     pd = h["pixel_decoder"]
