@@ -37,20 +37,20 @@ def pytest_configure(config):
     its share of torch threads, and so do the console scripts it starts (OMP_NUM_THREADS), instead
     of every process running one thread per core. (The parity tests hold at any thread count.)
 
-    SEGCLI_HOME is a fresh folder for the whole run: no test reads or writes the user's."""
+    SEGCLI_HOME is a fresh folder for the whole run: no test reads or writes the user's. An xdist
+    worker ends without the interpreter's teardown (1-1.4 s of freeing torch's modules, which the
+    controller waits for at the end of every run): its results are sent by then, and its exit
+    status is not read."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN or _sigint_ignored():
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if not hasattr(config, "workerinput"):  # the controller (or a serial run): workers inherit it
-        home = tempfile.mkdtemp(prefix="segcli-tests-home-")
-        os.environ["SEGCLI_HOME"] = home
-        config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
     if hasattr(config, "workerinput"):
-        # an xdist worker's last act: its results are sent and its exit status is not read; the
-        # interpreter's teardown (1-1.4 s of freeing torch's modules, which the controller waits
-        # for at the end of every run) is skipped
         from segcli.runtime import leave_now
 
         atexit.register(leave_now)
+    else:  # the controller (or a serial run): the workers inherit it
+        home = tempfile.mkdtemp(prefix="segcli-tests-home-")
+        os.environ["SEGCLI_HOME"] = home
+        config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -64,8 +64,9 @@ def pytest_runtest_setup(item):
     """`--dist loadgroup` sends an xdist_group's tests to one worker (`ray`: one local Ray cluster
     per test run; `dynamo`: the tests that import torch._dynamo, 1 s and a heap twice as large,
     through open_clip, timm, torch.utils.flop_counter or a model built on the meta device, whose
-    normal_ imports it) by the suffix pytest-xdist adds to their node ids. A pytest that does not
-    read it (9.2 with xdist 3.8) spreads them over all workers: those tests fail, saying why."""
+    normal_ imports it; `golden_runs`: the tests that read GoldenRuns) by the suffix pytest-xdist
+    adds to their node ids. A pytest that does not read it (9.2 with xdist 3.8) spreads them over
+    all workers: those tests fail, saying why."""
     config = item.config
     if (hasattr(config, "workerinput") and config.getvalue("loadgroup") and item.get_closest_marker("xdist_group")
             and "@" not in item.nodeid):

@@ -9,6 +9,7 @@ Every size the forward pass needs is here; nothing is read from anywhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Widths/depths of the timm ConvNeXt trunks that open_clip's CLIP ConvNeXt models wrap.
 TIMM_CONVNEXT_ARCHS = {
@@ -81,36 +82,45 @@ def convxxl_config(**head_overrides) -> OMGSegConfig:
     )
 
 
-# open_clip's ConvNeXt CLIP models (model_configs/<name>.json of open_clip 3.3): embed_dim, timm
-# trunk, its projection (timm_proj), and text tower width / heads / layers (context 77, vocabulary
-# 49408, GELU). Known here so
-# that neither the backbone nor the text tower needs `import open_clip` (1.7 s: it imports
-# torchvision, timm and torch._dynamo) for its sizes.
+class OpenClipConvNeXt(NamedTuple):
+    """What segcli reads of an open_clip ConvNeXt CLIP config (text context 77, vocabulary 49408)."""
+
+    embed_dim: int
+    trunk: str  # the timm ConvNeXt (TIMM_CONVNEXT_ARCHS)
+    proj: str  # timm_proj: the image embedding's projection
+    text_width: int
+    text_heads: int
+    text_layers: int
+
+
+# open_clip 3.3's model_configs/<name>.json of its ConvNeXt CLIP models. Known here so that neither
+# the backbone nor the text tower needs `import open_clip` (1.7 s: it imports torchvision, timm and
+# torch._dynamo) for its sizes.
 OPEN_CLIP_CONVNEXT_MODELS = {
-    "convnext_base": (512, "convnext_base", "linear", 512, 8, 12),
-    "convnext_base_w": (640, "convnext_base", "linear", 640, 10, 12),
-    "convnext_base_w_320": (640, "convnext_base", "linear", 640, 10, 12),
-    "convnext_large": (768, "convnext_large", "linear", 768, 12, 12),
-    "convnext_large_d": (768, "convnext_large", "mlp", 768, 12, 16),
-    "convnext_large_d_320": (768, "convnext_large", "mlp", 768, 12, 16),
-    "convnext_small": (512, "convnext_small", "linear", 512, 8, 12),
-    "convnext_tiny": (1024, "convnext_tiny", "linear", 512, 8, 12),
-    "convnext_xlarge": (1024, "convnext_xlarge", "linear", 1024, 16, 20),
-    "convnext_xxlarge": (1024, "convnext_xxlarge", "linear", 1024, 16, 24),
-    "convnext_xxlarge_320": (1024, "convnext_xxlarge", "linear", 1024, 16, 24),
+    "convnext_base": OpenClipConvNeXt(512, "convnext_base", "linear", 512, 8, 12),
+    "convnext_base_w": OpenClipConvNeXt(640, "convnext_base", "linear", 640, 10, 12),
+    "convnext_base_w_320": OpenClipConvNeXt(640, "convnext_base", "linear", 640, 10, 12),
+    "convnext_large": OpenClipConvNeXt(768, "convnext_large", "linear", 768, 12, 12),
+    "convnext_large_d": OpenClipConvNeXt(768, "convnext_large", "mlp", 768, 12, 16),
+    "convnext_large_d_320": OpenClipConvNeXt(768, "convnext_large", "mlp", 768, 12, 16),
+    "convnext_small": OpenClipConvNeXt(512, "convnext_small", "linear", 512, 8, 12),
+    "convnext_tiny": OpenClipConvNeXt(1024, "convnext_tiny", "linear", 512, 8, 12),
+    "convnext_xlarge": OpenClipConvNeXt(1024, "convnext_xlarge", "linear", 1024, 16, 20),
+    "convnext_xxlarge": OpenClipConvNeXt(1024, "convnext_xxlarge", "linear", 1024, 16, 24),
+    "convnext_xxlarge_320": OpenClipConvNeXt(1024, "convnext_xxlarge", "linear", 1024, 16, 24),
 }
 
 
 def open_clip_model_config(name: str) -> dict | None:
     """open_clip.get_model_config(name), restricted to what segcli reads (embed_dim, quick_gelu,
-    vision_cfg.timm_model_name, text_cfg); the models above without importing open_clip, any other
-    name from open_clip itself (None: open_clip has no such model)."""
+    vision_cfg.timm_model_name / timm_proj, text_cfg); the models above without importing
+    open_clip, any other name from open_clip itself (None: open_clip has no such model)."""
     if name in OPEN_CLIP_CONVNEXT_MODELS:
-        embed_dim, trunk, proj, width, heads, layers = OPEN_CLIP_CONVNEXT_MODELS[name]
-        return {"embed_dim": embed_dim, "quick_gelu": False,
-                "vision_cfg": {"timm_model_name": trunk, "timm_proj": proj},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width, "heads": heads,
-                             "layers": layers}}
+        m = OPEN_CLIP_CONVNEXT_MODELS[name]
+        return {"embed_dim": m.embed_dim, "quick_gelu": False,
+                "vision_cfg": {"timm_model_name": m.trunk, "timm_proj": m.proj},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": m.text_width,
+                             "heads": m.text_heads, "layers": m.text_layers}}
     try:
         from open_clip import get_model_config
     except ImportError:
