@@ -113,6 +113,49 @@ def test_pixel_decoder_frame_by_frame_on_cpu_equals_the_batched_call(segmenter):
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_frames_side_by_side_is_a_view_of_channels_last_maps():
+    from segcli.model.head import frames_side_by_side
+
+    maps = torch.randn(6, 5, 3, 4, generator=torch.Generator().manual_seed(4))  # 2 clips x 3 frames
+    ref = maps.view(2, 3, 5, 12).transpose(1, 2).reshape(2, 5, 36)  # pixels in (t, y, x) order
+    nhwc = maps.contiguous(memory_format=torch.channels_last)
+    for frames in (maps, nhwc, nhwc[3:6]):  # NCHW, channels_last, and a slice (the app's one frame)
+        clips = frames.shape[0] // 3
+        cols = frames_side_by_side(frames, clips)
+        assert torch.equal(cols, ref[-clips:])
+    cols = frames_side_by_side(nhwc, 2)
+    assert cols.data_ptr() == nhwc.data_ptr()  # no copy
+    embed = torch.randn(2, 7, 5)
+    torch.testing.assert_close(torch.bmm(embed, cols), torch.bmm(embed, ref))
+
+
+def test_head_reads_pixel_outputs_in_either_memory_format(segmenter):
+    """Under autocast the backbone's maps stay channels_last and so do the pixel decoder's outputs
+    (the mask features are then read in place); the head must give the same predictions for NCHW
+    maps, as in float32."""
+    head = segmenter.model.panoptic_head
+    with torch.no_grad():
+        mask_features, memories = head.pixel_decoder(segmenter.features(synthetic_clip()))
+        assert mask_features.is_contiguous()  # float32: NCHW, the reference numbers' layout
+        nhwc = (mask_features.contiguous(memory_format=torch.channels_last),
+                [m.contiguous(memory_format=torch.channels_last) for m in memories])
+        ref = head([], num_frames=3, pixel=(mask_features, memories))
+        out = head([], num_frames=3, pixel=nhwc)
+    assert (ref.mask_logits > 0).any() and (ref.mask_logits < 0).any()
+    torch.testing.assert_close(out.mask_logits, ref.mask_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.cls_logits, ref.cls_logits, atol=1e-3, rtol=1e-4)
+
+
+def test_bf16_maps_stay_channels_last(bundle):
+    seg = make_segmenter(bundle, "bf16", channels_last=True)
+    clip = torch.from_numpy(bundle.inputs["vid_batch_inputs"][0][:3])
+    feats = seg.features(clip)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats)
+    mask_features, memories = seg.pixel_features(feats)
+    assert mask_features.is_contiguous(memory_format=torch.channels_last)
+    assert all(m.is_contiguous(memory_format=torch.channels_last) for m in memories)
+
+
 @pytest.mark.parametrize("act", ["gelu", "relu"])
 def test_fused_linear_activation(act, monkeypatch):
     """bf16 on CPU: bias and activation fused into the GEMM (one rounding instead of two), within
@@ -151,7 +194,7 @@ def test_msda_chunked_gathers_match_one_chunk(monkeypatch):
     loc = torch.rand(b, nq, m, len(shapes), p, 2, generator=g) * 1.6 - 0.3
     wts = torch.rand(b, nq, m, len(shapes), p, generator=g)
     whole = msda.ms_deform_attn(value, shapes, loc, wts)
-    for chunk_bytes in (1, nq * p * 4 * 8 * 4):  # one (batch, head) row per chunk; 4 rows (uneven)
+    for chunk_bytes in (1, 4 * m * p * 4 * 4):  # one query per chunk; 4 queries (uneven: 9 = 4 + 4 + 1)
         monkeypatch.setattr(msda, "GATHER_CHUNK_BYTES", chunk_bytes)
         torch.testing.assert_close(msda.ms_deform_attn(value, shapes, loc, wts), whole, atol=0, rtol=0)
 

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from segcli.model.msda import ms_deform_attn
+from segcli.model.msda import MultiScaleDeformableAttention, ms_deform_attn
 from segcli.model.position import box_encoding, sine_2d, sine_3d
 
 
@@ -48,6 +48,32 @@ def test_msda_matches_naive_loop():
                 ref[bi, qi, hi * d:(hi + 1) * d] = acc
     torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
 
+
+
+def test_msda_module_reads_the_checkpoint_layout():
+    """The module reorders the sampling offsets' output channels (x/y, level, head, point) for
+    speed; it must compute what the official layout (head, level, point, x/y) means, with the
+    attention weights' softmax over each head's levels and points."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(3, 5), (6, 4), (2, 2)]
+    b, c, m, lv, p = 2, 12, 3, len(shapes), 2
+    n = sum(h * w for h, w in shapes)
+    attn = MultiScaleDeformableAttention(c, m, lv, p)
+    with torch.no_grad():
+        for param in attn.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * 0.3)
+    query, pos = torch.randn(b, n, c, generator=g), torch.randn(b, n, c, generator=g)
+    ref = torch.rand(b, n, lv, 2, generator=g)
+    with torch.no_grad():
+        ours = attn(query, pos, ref, shapes)
+        q = query + pos
+        offsets = attn.sampling_offsets(q).view(b, n, m, lv, p, 2)
+        weights = attn.attention_weights(q).view(b, n, m, lv * p).softmax(-1).view(b, n, m, lv, p)
+        wh = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float32)
+        loc = ref[:, :, None, :, None, :] + offsets / wh[None, None, None, :, None, :]
+        value = attn.value_proj(query).view(b, n, m, c // m)
+        official = query + attn.output_proj(ms_deform_attn(value, shapes, loc, weights))
+    torch.testing.assert_close(ours, official, atol=1e-6, rtol=1e-6)
 
 def test_sine_2d_closed_form():
     h, w, f = 3, 4, 8

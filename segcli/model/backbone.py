@@ -127,10 +127,16 @@ class CLIPConvNeXt(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
+        # Under autocast the maps keep the memory format the stages ran in (channels_last by
+        # default): the pixel decoder's convolutions and resizes and the head's GEMMs read it in
+        # place. float32 maps are NCHW, as the reference numbers were made: a channels_last pixel
+        # decoder rounds differently (~1e-7), which can move attention-mask pixels that lie on the
+        # threshold in the golden parity tests.
+        nchw = x.device.type == "meta" or not torch.is_autocast_enabled(x.device.type)
         feats = []
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = stage(x)
-            feats.append(x.contiguous())
+            feats.append(x.contiguous() if nchw else x)
         return feats
 
     def get_clip_feature(self, feat_s32: torch.Tensor) -> torch.Tensor:

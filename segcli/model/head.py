@@ -33,13 +33,26 @@ def mlp3(cin: int, hidden: int, cout: int) -> nn.Sequential:
                          nn.Linear(hidden, cout))
 
 
+def frames_side_by_side(frames: torch.Tensor, clips: int) -> torch.Tensor:
+    """(B*T, E, H, W) maps -> (B, E, T*H*W): each clip's frames side by side, pixels in (t, y, x)
+    order. Channels_last maps already hold this matrix transposed (one row of E channels per
+    pixel), which the GEMMs read as it is: a view. NCHW maps are copied. (torch.bmm reads either
+    layout in place; torch.matmul copies a transposed operand first.)"""
+    bt, e, h, w = frames.shape
+    n = bt // clips * h * w
+    if frames.is_contiguous(memory_format=torch.channels_last):
+        # explicit strides: a view's size-1 dims may carry any stride, and bmm copies such operands
+        return frames.as_strided((clips, e, n), (n * e, 1, e), frames.storage_offset())
+    return frames.reshape(clips, bt // clips, e, h * w).transpose(1, 2).reshape(clips, e, n)
+
+
 def mask_pool(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-    """Average of features (B, C, H, W) inside each binarised mask (B, Q, H, W) -> (B, Q, C)."""
-    if features.shape[-2:] != mask_logits.shape[-2:]:
-        mask_logits = F.interpolate(mask_logits, size=features.shape[-2:], mode="bilinear", align_corners=False)
+    """Average of features (B, C, N) inside each binarised mask (B, Q, N) -> (B, Q, C). The official
+    code divides the mask by its area before summing; dividing the sums is the same average with
+    a (Q, C) pass instead of a (Q, N) one."""
     mask = (mask_logits > 0).to(features.dtype)
-    denorm = mask.sum(dim=(-1, -2), keepdim=True) + 1e-8
-    return torch.einsum("bchw,bqhw->bqc", features, mask / denorm)
+    denorm = mask.sum(-1, keepdim=True) + 1e-8
+    return torch.bmm(mask, features.transpose(1, 2)) / denorm
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -126,14 +139,15 @@ class OMGHead(nn.Module):
     # ---- prediction head -----------------------------------------------------------------
     def _predict(self, query, mask_features, next_features, full_masks: bool, classify: bool,
                  margins: list | None = None):
-        """query (B, Q, E); mask_features (B, E, T*H4, W4) with frames stacked along the height;
+        """query (B, Q, E); mask_features (B, E, T*H4*W4), the clip's frames side by side;
         next_features: the mask features resized to the next cross-attention level (B, E, T*h*w),
-        None after the last layer. Returns (cls or None, stride-4 masks or None, attention mask)."""
+        None after the last layer. Returns (cls or None, stride-4 mask logits (B, Q, T*H4*W4) or
+        None, attention mask)."""
         z = self.transformer_decoder.post_norm(query)
         embed = self.mask_embed(z)
         mask_logits = cls = attn_mask = None
         if full_masks or classify:
-            mask_logits = torch.einsum("bqc,bchw->bqhw", embed, mask_features)
+            mask_logits = torch.bmm(embed, mask_features)
         if classify:
             pooled = self.mask_pooling_proj(mask_pool(mask_features, mask_logits))
             cls = self.forward_logit(self.cls_proj(pooled + z))
@@ -143,7 +157,7 @@ class OMGHead(nn.Module):
             # linear per channel, so the logits of the resized features are the same numbers
             # (up to rounding) at 1/4-1/64 of the cost. (B, Q, T*h*w), True = blocked, one mask
             # for all heads.
-            attn_logits = torch.einsum("bqc,bcn->bqn", embed, next_features)
+            attn_logits = torch.bmm(embed, next_features)
             attn_mask = attn_logits.sigmoid() < 0.5
             if margins is not None:
                 margins.append(attn_logits.abs().amin(-1).float())
@@ -178,8 +192,8 @@ class OMGHead(nn.Module):
         kept = (mask_features, memories) if keep_pixel else None
         bt, e, h4, w4 = mask_features.shape
         b = bt // t
-        # frames stacked along the height axis: (B, E, T*H4, W4)
-        mask_features = mask_features.view(b, t, e, h4, w4).transpose(1, 2).reshape(b, e, t * h4, w4)
+        frames = mask_features  # (B*T, E, H4, W4), channels_last unless the model runs NCHW
+        mask_features = frames_side_by_side(frames, b)  # (B, E, T*H4*W4)
 
         tokens, token_pos, sizes = [], [], []
         for i, m in enumerate(memories):
@@ -200,14 +214,14 @@ class OMGHead(nn.Module):
         query = query.float()
         query_pos = query_pos.float()
 
-        # mask features at each memory level's size, frame by frame: (B, E, T*h*w)
-        per_frame = mask_features.view(b, e * t, h4, w4)
-        # in the features' own dtype: CPU autocast would widen bf16 to float32 first (a 180 MB copy
-        # per 3-frame 1280x736 clip); the projections below read bf16 either way
-        with torch.autocast(per_frame.device.type, enabled=False) if per_frame.device.type != "meta" \
+        # mask features at each memory level's size, frame by frame: (B, E, T*h*w). In the features'
+        # own dtype: CPU autocast would widen bf16 to float32 first (a 180 MB copy per 3-frame
+        # 1280x736 clip); the projections below read bf16 either way. And in their memory format:
+        # a CPU resize of bf16 NCHW maps widens them first (~50 ms per level and clip)
+        with torch.autocast(frames.device.type, enabled=False) if frames.device.type != "meta" \
                 else contextlib.nullcontext():
-            level_features = [F.interpolate(per_frame, size=s, mode="bilinear", align_corners=False).view(b, e, -1)
-                              for s in sizes]
+            resized = [F.interpolate(frames, size=s, mode="bilinear", align_corners=False) for s in sizes]
+        level_features = [frames_side_by_side(r, b) for r in resized]
 
         out = HeadOutput(None, None, None, None)
         num_layers = len(self.transformer_decoder.layers)

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# CPU: the (batch, head) rows are gathered in chunks whose corner-index tensor stays under this
-# size: 4 chunks for a 3-frame 1280x736 clip keep the sampling temporaries near 100 MB instead of
-# ~350 MB (peak RSS of a bf16 clip 2.83 -> 2.58 GB, same speed). On a GPU all rows go at once.
-GATHER_CHUNK_BYTES = 16 << 20
+# CPU: the queries are blended in chunks whose corner-index tensor stays under this size, so that
+# the sampling temporaries of a long clip stay bounded (a 1280x736 frame, 19k queries, is one
+# chunk: ~20 MB of int32 indices per level). On a GPU all queries go at once.
+GATHER_CHUNK_BYTES = 32 << 20
 
 
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: list[tuple[int, int]],
@@ -31,71 +31,81 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: list[tuple[int, int]],
 
     Every sample reads 4 neighbours of a level map. Instead of one grid_sample per level
     (which materialises (B*M, d, Nq, P) per level, then weights and sums it), the 4 corner reads
-    of a sample are weighted row gathers, summed per (batch, head, query) by embedding_bag, one
+    of a sample are weighted row gathers, summed per (batch, query, head) by embedding_bag, one
     call per level: 3-5x faster on CPU, no large intermediate. A 1-pixel zero border around
-    every level map gives the zero padding, so clamped coordinates need no validity masks.
-    (A cache-blocked variant, one batch and head at a time, measured 10-20 % slower inside the
-    pixel decoder at 1280x736 and 2.5x slower at 320x192: it is not worth a second path.)"""
+    every level map gives the zero padding, so clamped coordinates need no validity masks. The
+    bags are ordered (batch, query, head), so their sums are already the output's layout.
+
+    Any strides are accepted; the element-wise work is fastest when each level's x and y
+    coordinates and weights are (M, P) blocks per query, as MultiScaleDeformableAttention lays
+    them out (its sampling locations are views of (B, Nq, 2, L, M, P) memory)."""
     b, _, m, d = value.shape
     _, nq, _, num_levels, num_points, _ = sampling_locations.shape
-    bm = b * m
-    # the table: one row of d channels per (batch, head, padded pixel), levels one after another
-    tables, level_start, start, rows = [], [], 0, 0
+    # the table: one row of d channels per (batch, head, padded pixel), levels one after another;
+    # the zero border is what the clamped out-of-map corners read
+    rows = sum((h + 2) * (w + 2) for h, w in spatial_shapes)
+    table = torch.zeros(b, m, rows, d, dtype=torch.float32, device=value.device)
+    level_start, start, row = [], 0, 0
     for h, w in spatial_shapes:
-        v = value[:, start:start + h * w].view(b, h, w, m, d).permute(0, 3, 1, 2, 4).float()
-        tables.append(F.pad(v, (0, 0, 1, 1, 1, 1)).reshape(bm, (h + 2) * (w + 2), d))
-        level_start.append(rows)
+        level = table[:, :, row:row + (h + 2) * (w + 2)].view(b, m, h + 2, w + 2, d)
+        level[:, :, 1:h + 1, 1:w + 1].copy_(value[:, start:start + h * w].view(b, h, w, m, d).permute(0, 3, 1, 2, 4))
+        level_start.append(row)
         start += h * w
-        rows += (h + 2) * (w + 2)
-    table = torch.cat(tables, 1).view(-1, d)
-    # (batch, head)-major, level-major copies: every op below is a plain vector op with scalars
-    locations = sampling_locations.float().permute(3, 5, 0, 2, 1, 4).contiguous().view(num_levels, 2, bm, nq, -1)
-    weights = attention_weights.float().permute(3, 0, 2, 1, 4).contiguous().view(num_levels, bm, nq, -1)
-    out = torch.empty(bm, nq, d, dtype=torch.float32, device=value.device)
-    chunk = bm if value.device.type != "cpu" else max(1, GATHER_CHUNK_BYTES // (nq * num_points * 4 * 8))
-    for first in range(0, bm, chunk):
-        last = min(bm, first + chunk)
-        out[first:last] = _gather_rows(table, rows, level_start, spatial_shapes, locations[:, :, first:last],
-                                       weights[:, first:last], first)
-    return out.view(b, m, nq, d).transpose(1, 2).reshape(b, nq, m * d)
+        row += (h + 2) * (w + 2)
+    # the first row of each (batch, head) in the flat table, broadcast over (query, point)
+    head_rows = (torch.arange(b * m, dtype=torch.int32, device=value.device) * rows).view(b, 1, m, 1)
+    table = table.view(-1, d)
+    chunk = nq if value.device.type != "cpu" else max(1, GATHER_CHUNK_BYTES // (m * num_points * 4 * 4))
+    if chunk >= nq:
+        out = _blend(table, level_start, head_rows, spatial_shapes, sampling_locations, attention_weights)
+    else:
+        out = torch.empty(b, nq, m, d, dtype=torch.float32, device=value.device)
+        for first in range(0, nq, chunk):
+            last = min(nq, first + chunk)
+            out[:, first:last] = _blend(table, level_start, head_rows, spatial_shapes,
+                                        sampling_locations[:, first:last], attention_weights[:, first:last])
+    return out.view(b, nq, m * d)
 
 
-def _gather_rows(table, rows, level_start, spatial_shapes, locations, weights, first):
-    """The blended samples (n_rows, Nq, d) of (batch, head) rows first.. of the table, all levels."""
-    n_rows, nq = weights.shape[1:3]
-    head_start = (torch.arange(first, first + n_rows, device=table.device) * rows).view(-1, 1, 1)
+def _blend(table, level_start, head_rows, spatial_shapes, locations, weights):
+    """The blended samples (B, n, M, d) of the queries of `locations` (B, n, M, L, P, 2), all levels."""
+    b, n, m = locations.shape[:3]
     out = None
     for level, (h, w) in enumerate(spatial_shapes):
+        loc = locations[:, :, :, level].float()  # (B, n, M, P, 2); the first ops below write contiguous
         # pixel coordinates exactly as grid_sample computes them from grid = 2 * loc - 1
-        x = ((2 * locations[level, 0] - 1 + 1) * w - 1) / 2
-        y = ((2 * locations[level, 1] - 1 + 1) * h - 1) / 2
+        x = ((2 * loc[..., 0] - 1 + 1) * w - 1) / 2
+        y = ((2 * loc[..., 1] - 1 + 1) * h - 1) / 2
         # a point beyond the border keeps all its weight on the zero border (x = -1 or x = w)
         x, y = x.clamp_(-1, w), y.clamp_(-1, h)
         x0, y0 = x.floor().clamp_(max=w - 1), y.floor().clamp_(max=h - 1)
         fx, fy = x.sub_(x0), y.sub_(y0)
-        top_left = ((y0 + 1) * (w + 2) + (x0 + 1)).long() + (head_start + level_start[level])
-        # the 4 neighbours of each point, (rows, Nq, P, 4): one bag of 4*P rows per query
+        # exact in float32 (a level has far fewer than 2**24 padded pixels); int32 indices are half
+        # the bytes of int64 for the broadcast below and for embedding_bag to read
+        top_left = ((y0 + 1) * (w + 2) + (x0 + 1)).int() + (head_rows + level_start[level])
+        # the 4 neighbours of each point, (B, n, M, P, 4): one bag of 4*P rows per (query, head)
         corners = top_left[..., None] + _corner_offsets(w, table.device)
-        a = weights[level]
+        a = weights[:, :, :, level].float()
         top, bottom = a * (1 - fy), a * fy
         wts = torch.stack((top * (1 - fx), top * fx, bottom * (1 - fx), bottom * fx), -1)
-        n = n_rows * nq
-        part = F.embedding_bag(corners.view(n, -1), table, per_sample_weights=wts.view(n, -1), mode="sum")
+        bags = b * n * m
+        part = F.embedding_bag(corners.view(bags, -1), table, per_sample_weights=wts.view(bags, -1), mode="sum")
         out = part if out is None else out.add_(part)
-    return out.view(n_rows, nq, -1)
+    return out.view(b, n, m, -1)
 
 
 @functools.lru_cache(maxsize=64)
 def _corner_offsets(w: int, device: torch.device) -> torch.Tensor:
     """Row offsets of the 4 bilinear neighbours in the zero-bordered table; made once per width
     and device (on a GPU a fresh torch.tensor is a blocking host-to-device copy per call)."""
-    return torch.tensor([0, 1, w + 2, w + 3], device=device)
+    return torch.tensor([0, 1, w + 2, w + 3], dtype=torch.int32, device=device)
 
 
 @functools.lru_cache(maxsize=32)
-def _level_normalizer(spatial_shapes: tuple, points: int, device: torch.device) -> torch.Tensor:
-    """(L, P*2) of (W_l, H_l) pairs: offsets are in pixels of their level."""
-    return torch.tensor([[w, h] * points for h, w in spatial_shapes], dtype=torch.float32, device=device)
+def _level_normalizer(spatial_shapes: tuple, device: torch.device) -> torch.Tensor:
+    """(2, L, 1, 1): W_l for x, H_l for y. Offsets are in pixels of their level."""
+    return torch.tensor([[w for _, w in spatial_shapes], [h for h, _ in spatial_shapes]], dtype=torch.float32,
+                        device=device).view(2, -1, 1, 1)
 
 
 def softmax_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -125,15 +135,19 @@ class MultiScaleDeformableAttention(nn.Module):
         m, lv, p = self.num_heads, self.num_levels, self.num_points
         value = self.value_proj(query).view(b, n, m, c // m)
         q = query + query_pos
-        # sampling offsets and attention weights read the same input: one GEMM for both
-        both = F.linear(q, torch.cat((self.sampling_offsets.weight, self.attention_weights.weight)),
-                        torch.cat((self.sampling_offsets.bias, self.attention_weights.bias))).float()
-        offsets = both[..., :m * lv * p * 2].unflatten(-1, (m, lv, p * 2))
-        weights = softmax_fp32(both[..., m * lv * p * 2:].unflatten(-1, (m, lv * p))).view(b, n, m, lv, p)
-        # offsets are in pixels of their level: divide x by W_l and y by H_l. Both operands are
-        # laid out as (..., L, P*2) so that the broadcasts run over the outer axes only (fast)
-        normalizer = _level_normalizer(tuple(map(tuple, spatial_shapes)), p, q.device)
-        ref = reference_points.float()[:, :, :, None, :].expand(b, n, lv, p, 2).reshape(b, n, 1, lv, p * 2)
-        locations = (ref + offsets / normalizer).view(b, n, m, lv, p, 2)
-        out = ms_deform_attn(value, spatial_shapes, locations, weights)
+        # sampling offsets and attention weights read the same input: one GEMM for both. The
+        # offsets' output channels are taken in (x/y, level, head, point) order instead of the
+        # checkpoint's (head, level, point, x/y): then each level's x and y are (M, P) blocks
+        offset_weight = self.sampling_offsets.weight.unflatten(0, (m, lv, p, 2)).permute(3, 1, 0, 2, 4).flatten(0, 3)
+        offset_bias = self.sampling_offsets.bias.view(m, lv, p, 2).permute(3, 1, 0, 2).flatten()
+        both = F.linear(q, torch.cat((offset_weight, self.attention_weights.weight)),
+                        torch.cat((offset_bias, self.attention_weights.bias))).float()
+        offsets = both[..., :m * lv * p * 2].view(b, n, 2, lv, m, p)
+        weights = softmax_fp32(both[..., m * lv * p * 2:].unflatten(-1, (m, lv * p)))
+        weights = weights.view(b, n, m, lv, p).transpose(2, 3).contiguous()  # (B, N, L, M, P)
+        # offsets are in pixels of their level: divide x by W_l and y by H_l
+        normalizer = _level_normalizer(tuple(map(tuple, spatial_shapes)), q.device)
+        ref = reference_points.float().transpose(2, 3)[..., None, None]  # (B, N, 2, L, 1, 1)
+        locations = ref + offsets / normalizer  # (B, N, 2, L, M, P)
+        out = ms_deform_attn(value, spatial_shapes, locations.permute(0, 1, 4, 3, 5, 2), weights.transpose(2, 3))
         return query + self.output_proj(out)

@@ -148,20 +148,23 @@ class PixelDecoder(nn.Module):
         # (and leaves it in that dtype: the maps below only feed convolutions and projections)
         x = self.encoder(x, pos, ref, spatial_shapes)
 
-        # back to maps, low to high resolution
+        # back to maps, low to high resolution: (N, E, h, w) views of the tokens, which are the
+        # maps' channels_last memory (a frame-by-frame torch.cat of them stays channels_last)
         outs = []
         start = 0
         for h, w in spatial_shapes:
-            outs.append(x[:, start:start + h * w].transpose(1, 2).reshape(n, -1, h, w))
+            outs.append(x[:, start:start + h * w].unflatten(1, (h, w)).permute(0, 3, 1, 2))
             start += h * w
         y = outs[-1]
         for i, lateral in enumerate(self.lateral_convs):
             fine = lateral(feats[len(self.lateral_convs) - 1 - i])
             # in the lateral's dtype (bf16/fp16 under autocast): the sum only feeds a convolution;
-            # and in its memory format: a channels_last resize and add are ~5x faster than mixed ones
+            # and in its memory format, dense: a channels_last resize and add are ~5x faster than
+            # mixed ones, and the resize of the token view (not dense: the other levels lie between
+            # frames) took 20 ms per frame more than this copy and a resize
             nhwc = fine.is_contiguous(memory_format=torch.channels_last)
             fmt = torch.channels_last if nhwc else torch.contiguous_format
-            y = y.to(fine.dtype).contiguous(memory_format=fmt)
+            y = y.to(fine.dtype, memory_format=fmt, copy=True)
             y = fine + F.interpolate(y, size=fine.shape[-2:], mode="bilinear", align_corners=False)
             y = self.output_convs[i](y)
         return self.mask_feature(y), outs[: self.num_levels]
