@@ -15,9 +15,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, av, pycocotools; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__)" || exit 1
 timeout 150 python3 benchmarks/device_parity.py --device cuda 2>&1 | tee "$OUT/parity.log"
-timeout 300 python3 -m segcli.bench --device cuda --frames 9 --warmup --json "$OUT/bench_cuda.json" 2>&1 \
+timeout 300 python3 benchmarks/bench.py --device cuda --frames 9 --warmup --json "$OUT/bench_cuda.json" 2>&1 \
   | tee "$OUT/bench.log"
 if [ -n "$COMPILE" ]; then  # the compiled backbone: ~15 s of compilation per run
-  timeout 200 python3 -m segcli.bench --device cuda --frames 9 --tasks vis --variants fp32-eager,fp16,fp16-compile \
+  timeout 200 python3 benchmarks/bench.py --device cuda --frames 9 --tasks vis --variants fp32-eager,fp16,fp16-compile \
     --json "$OUT/bench_compile.json" 2>&1 | tee "$OUT/bench_compile.log"
 fi

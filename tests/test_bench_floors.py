@@ -27,3 +27,28 @@ def test_floors_table_uses_the_variant_precision():
     row = text.splitlines()[-1].split()
     assert row[:2] == ["vis", "fp32"]
     assert row[2:5] == ["1000.0", "2000", "1.00x"]
+
+
+def test_gpu_run_script_calls_scripts_and_options_that_exist(tmp_path):
+    """benchmarks/gpu_run.sh is only ever run on a lent GPU machine, with minutes to spare: every
+    Python command in it must name a script that exists here and options that script accepts
+    (`--help` after the options: an unknown option or a missing script fails before it)."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "benchmarks" / "gpu_run.sh").read_text()
+    commands = []
+    for line in script.replace("\\\n", " ").splitlines():
+        match = re.search(r"python3 (.*?)(?:2>&1|\||$)", line)
+        if match and not match.group(1).startswith(("-c ", "-m pip")):
+            commands.append(shlex.split(match.group(1).replace("$OUT", str(tmp_path)).replace('"', "")))
+    assert len(commands) >= 3, commands  # parity, bench, compiled bench
+    for args in commands:
+        assert args[0] == "-m" or (root / args[0]).is_file(), args
+        done = subprocess.run([sys.executable, *args, "--help"], cwd=root, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, f"{args}: {done.stderr[-500:]}"

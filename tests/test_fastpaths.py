@@ -186,6 +186,39 @@ def test_fused_linear_activation(act, monkeypatch):
     torch.testing.assert_close(out.float(), separate.float(), atol=2e-2, rtol=8e-3)
 
 
+
+def test_packed_weights_same_numbers_and_never_stale():
+    """A pre-packed bf16 weight gives the same numbers as the plain one, and once the weight
+    changes (in place, or replaced) the layer reads the new weight, not the packed copy."""
+    from segcli.model import fused
+
+    g = torch.Generator().manual_seed(6)
+    linear = torch.nn.Linear(96, 160).to(torch.bfloat16)
+    x = torch.randn(3, 41, 96, generator=g).bfloat16()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = fused.linear_act(x, linear, "gelu")
+        fused.pack_weight(linear)
+        assert linear._packed_weight[0].is_mkldnn
+        assert torch.equal(fused.linear_act(x, linear, "gelu"), plain)
+        assert torch.equal(fused.linear_act(x, linear), torch.nn.functional.linear(x, linear.weight, linear.bias))
+        linear.weight.mul_(2)  # in place
+        doubled = torch.nn.functional.gelu(torch.nn.functional.linear(x, linear.weight, linear.bias).float())
+        torch.testing.assert_close(fused.linear_act(x, linear, "gelu").float(), doubled, atol=0.05, rtol=0.02)
+        fused.pack_weight(linear)
+        linear.weight = torch.nn.Parameter(torch.zeros_like(linear.weight))  # replaced
+        assert torch.equal(fused.linear_act(x, linear), linear.bias.expand(3, 41, 160))
+
+
+def test_bf16_segmenter_packs_the_large_gemms(bundle):
+    seg = make_segmenter(bundle, "bf16", channels_last=True)
+    backbone_fc = seg.model.backbone.layer3.blocks[0].mlp.fc1
+    pixel_ffn = seg.model.panoptic_head.pixel_decoder.encoder.layers[0].ffn.layers[1]
+    decoder_ffn = seg.model.panoptic_head.transformer_decoder.layers[0].ffn.layers[1]
+    assert hasattr(backbone_fc, "_packed_weight") and hasattr(pixel_ffn, "_packed_weight")
+    assert not hasattr(decoder_ffn, "_packed_weight")  # 300 rows: the plain weight
+    assert not hasattr(seg.model.backbone.layer4.blocks[0].mlp.fc1, "_packed_weight")  # little gain, much memory
+    assert not hasattr(seg.model.backbone.head[1].mlp.fc1, "_packed_weight")  # float32 CLIP head
+
 def test_msda_chunked_gathers_match_one_chunk(monkeypatch):
     g = torch.Generator().manual_seed(2)
     shapes = [(5, 7), (3, 4)]

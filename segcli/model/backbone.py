@@ -34,7 +34,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # exact (erf) GELU as timm/open_clip; fused into fc1 for bf16 on CPU (segcli.model.fused)
-        return self.fc2(linear_act(x, self.fc1, "gelu"))
+        return linear_act(linear_act(x, self.fc1, "gelu"), self.fc2)
 
 
 class ConvNeXtBlock(nn.Module):

@@ -49,7 +49,7 @@ class FFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # ReLU fused into fc1 for bf16 on CPU (segcli.model.fused)
-        return x + self.layers[1](linear_act(x, self.layers[0][0], "relu"))
+        return x + linear_act(linear_act(x, self.layers[0][0], "relu"), self.layers[1])
 
 
 class EncoderLayer(nn.Module):
