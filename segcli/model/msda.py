@@ -53,7 +53,10 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: list[tuple[int, int]],
         start += h * w
         row += (h + 2) * (w + 2)
     # the first row of each (batch, head) in the flat table, broadcast over (query, point)
-    head_rows = (torch.arange(b * m, dtype=torch.int32, device=value.device) * rows).view(b, 1, m, 1)
+    # int32 indices on a CPU (half the bytes of int64 for the broadcasts and for embedding_bag to
+    # read, measured there); int64 elsewhere, the index type every backend's embedding_bag takes
+    index_dtype = torch.int32 if value.device.type == "cpu" else torch.int64
+    head_rows = (torch.arange(b * m, dtype=index_dtype, device=value.device) * rows).view(b, 1, m, 1)
     table = table.view(-1, d)
     chunk = nq if value.device.type != "cpu" else max(1, GATHER_CHUNK_BYTES // (m * num_points * 4 * 4))
     if chunk >= nq:
@@ -80,11 +83,10 @@ def _blend(table, level_start, head_rows, spatial_shapes, locations, weights):
         x, y = x.clamp_(-1, w), y.clamp_(-1, h)
         x0, y0 = x.floor().clamp_(max=w - 1), y.floor().clamp_(max=h - 1)
         fx, fy = x.sub_(x0), y.sub_(y0)
-        # exact in float32 (a level has far fewer than 2**24 padded pixels); int32 indices are half
-        # the bytes of int64 for the broadcast below and for embedding_bag to read
-        top_left = ((y0 + 1) * (w + 2) + (x0 + 1)).int() + (head_rows + level_start[level])
+        # exact in float32: a level has far fewer than 2**24 padded pixels
+        top_left = ((y0 + 1) * (w + 2) + (x0 + 1)).to(head_rows.dtype) + (head_rows + level_start[level])
         # the 4 neighbours of each point, (B, n, M, P, 4): one bag of 4*P rows per (query, head)
-        corners = top_left[..., None] + _corner_offsets(w, table.device)
+        corners = top_left[..., None] + _corner_offsets(w, table.device, top_left.dtype)
         a = weights[:, :, :, level].float()
         top, bottom = a * (1 - fy), a * fy
         wts = torch.stack((top * (1 - fx), top * fx, bottom * (1 - fx), bottom * fx), -1)
@@ -95,10 +97,10 @@ def _blend(table, level_start, head_rows, spatial_shapes, locations, weights):
 
 
 @functools.lru_cache(maxsize=64)
-def _corner_offsets(w: int, device: torch.device) -> torch.Tensor:
+def _corner_offsets(w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Row offsets of the 4 bilinear neighbours in the zero-bordered table; made once per width
     and device (on a GPU a fresh torch.tensor is a blocking host-to-device copy per call)."""
-    return torch.tensor([0, 1, w + 2, w + 3], dtype=torch.int32, device=device)
+    return torch.tensor([0, 1, w + 2, w + 3], dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=32)
