@@ -97,7 +97,7 @@ class OMGSeg(nn.Module):
         q, t = mask_logits_padres.shape[:2]
         small = F.interpolate(mask_logits_padres.transpose(0, 1).float(), size=clip_feat.shape[-2:],
                               mode="bilinear", align_corners=False)  # (T, Q, h, w)
-        binary = (small > 0).to(clip_feat.dtype)
+        binary = torch.gt(small, 0, out=torch.empty_like(small, dtype=clip_feat.dtype))  # no bool detour
         sums = torch.einsum("tchw,tqhw->qc", clip_feat, binary)
         return sums, binary.sum(dim=(0, 2, 3))
 
