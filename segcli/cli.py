@@ -685,7 +685,8 @@ def info() -> None:
 
 # ---- entry point ----------------------------------------------------------------------------
 def _parser_error(exc: BaseException) -> tuple[str, int] | None:
-    """click's exceptions, whichever click (Typer >= 0.29 bundles its own): matched by name."""
+    """click's exceptions, whichever click raised them (the Typer 0.29 series bundles its own click):
+    matched by name."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "Abort" in names:
         return "interrupted", 130

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# CPU: the queries are blended in chunks whose corner-index tensor stays under this size, so that
-# the sampling temporaries of a long clip stay bounded (a 1280x736 frame, 19k queries, is one
-# chunk: ~20 MB of int32 indices per level). On a GPU all queries go at once.
+# CPU: the queries are blended in chunks whose int32 corner indices stay under this size per level,
+# so that the sampling temporaries stay bounded whatever the input size (a 1280x736 frame, 19k
+# queries x 8 heads x 16 corners, is one chunk: ~10 MB per level). On a GPU all queries go at once.
 GATHER_CHUNK_BYTES = 32 << 20
 
 
