@@ -112,8 +112,10 @@ def _level_normalizer(spatial_shapes: tuple, device: torch.device) -> torch.Tens
 
 def softmax_fp32(x: torch.Tensor) -> torch.Tensor:
     """Softmax over the last axis in float32. Written out because torch's CPU kernel is ~10x
-    slower than this when the axis is shorter than a SIMD vector (here L*P = 12)."""
-    x = x.float()
+    slower than this when the axis is shorter than a SIMD vector (here L*P = 12); and on a
+    contiguous copy, because these short-axis reductions and broadcasts are 2-4x slower on a slice
+    of a wider tensor (the attention weights' columns of the offsets-and-weights GEMM)."""
+    x = x.float().contiguous()
     e = (x - x.amax(-1, keepdim=True)).exp()
     return e / e.sum(-1, keepdim=True)
 
