@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from segcli.pipeline.reader import Frame, FrameSource, SourceInfo  # noqa: E402
+
 DEFAULT_WEIGHTS = ROOT.parent / "shared" / "golden" / "tiny_v1"
 
 
@@ -34,11 +36,26 @@ def current_rss_mb() -> float:
         return float("nan")
 
 
+class GeneratedSource(FrameSource):
+    """`segcli.bench.synthetic_frames` as a frame source: a job fed from memory, no video file."""
+
+    def __init__(self, n: int, width: int, height: int, fps: float = 24.0):
+        self.n, self.fps = n, fps
+        self.info = SourceInfo("synthetic", width, height, fps, n, "video", "")
+
+    def __iter__(self):
+        from segcli.bench import synthetic_frames
+
+        w, h = self.info.width, self.info.height
+        for i, rgb in enumerate(synthetic_frames(self.n, w, h)):
+            yield Frame(i, i / self.fps, rgb, f"{i:05d}")
+
+
 def worker(args) -> dict:
     import torch
 
     from segcli.api import VideoJob
-    from segcli.bench import VARIANTS, GeneratedSource, build_segmenter, peak_rss_mb
+    from segcli.bench import VARIANTS, build_segmenter, peak_rss_mb
     from segcli.pipeline.video import VideoOptions
     from segcli.runtime import keep_freed_memory
 

@@ -181,7 +181,8 @@ class VideoJob:
         session = VideoSession(seg, self.options, info=self.source.info, notice=say, hooks=hooks)
         for p in self.prompts:
             session.add_prompt(p.obj_id, p.frame, p.points, p.boxes, p.mask)
-        frames = prefetch(self.source, depth=4 if overlap else 0, on_stop=self.source.interrupt)
+        # a source of the caller's own (info, iteration, close) need not know how to interrupt
+        frames = prefetch(self.source, depth=4 if overlap else 0, on_stop=getattr(self.source, "interrupt", None))
         progress.start(self.source.info.num_frames, self.options.task)
 
         def deliver(results) -> None:

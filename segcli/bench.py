@@ -139,26 +139,6 @@ def synthetic_frames(n: int, width: int, height: int, seed: int = 0) -> Iterator
         yield img
 
 
-class GeneratedSource:
-    """`synthetic_frames` as a frame source (info + iteration), for jobs fed from memory."""
-
-    def __init__(self, n: int, width: int, height: int, fps: float = 24.0, name: str = "synthetic"):
-        from segcli.pipeline.reader import SourceInfo
-
-        self.n, self.fps = n, fps
-        self.info = SourceInfo(name, width, height, fps, n, "video", "")
-
-    def __iter__(self):
-        from segcli.pipeline.reader import Frame
-
-        w, h = self.info.width, self.info.height
-        for i, rgb in enumerate(synthetic_frames(self.n, w, h)):
-            yield Frame(i, i / self.fps, rgb, f"{i:05d}")
-
-    def close(self) -> None:
-        pass
-
-
 def write_video(path: Path, n: int, width: int, height: int, fps: float = 24.0) -> None:
     from segcli.io.video import VideoEncoder
 

@@ -41,3 +41,28 @@ def test_run_loads_the_model_and_writes(model_dir, segcli_home, tmp_path):
     classes = json.loads((Path(model_dir) / "config.json").read_text())["classes"]
     assert labels and labels <= {c.split(",")[0] for c in classes["things"]}
     assert any("class embeddings for 7 classes" in n for n in notices)
+
+
+def test_job_reads_a_source_of_the_callers_own(segmenter, shapes_frames, tmp_path):
+    """A caller's frame source needs only `info`, iteration and `close` (no FrameSource base, no
+    `interrupt`): the memory benchmark feeds generated frames this way."""
+    from segcli.pipeline.reader import Frame, SourceInfo
+
+    frames = [f.rgb for f in shapes_frames(3)]
+
+    class Source:
+        info = SourceInfo("mine", 320, 192, 24.0, 3, "video", "")
+        closed = False
+
+        def __iter__(self):
+            for i, rgb in enumerate(frames):
+                yield Frame(i, i / 24, rgb, f"{i:05d}")
+
+        def close(self):
+            Source.closed = True
+
+    job = api.VideoJob(Source(), segcli.VideoOptions(task="vis", score_threshold=0.0), vocabulary=segmenter.vocabulary,
+                       output=str(tmp_path / "out.jsonl"), formats=["jsonl"])
+    report = job.run(segmenter)
+    assert report.frames == 3 and report.stopped is None and Source.closed
+    assert [json.loads(line)["frame"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [0, 1, 2]
