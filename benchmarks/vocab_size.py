@@ -71,11 +71,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args(argv)
 
-    from segcli.bench import write_video
+    from segcli.bench import parse_size, write_video
     from segcli.runtime import keep_freed_memory
 
     keep_freed_memory()
-    size = tuple(int(v) for v in args.size.split("x"))
+    size = parse_size(args.size)  # WxH or a preset (official, fast, small, tiny), as `segcli bench --size`
     counts = [int(v) for v in args.classes.split(",")]
     with tempfile.TemporaryDirectory(prefix="segcli-vocab-") as tmp:
         video = Path(tmp) / "v.mp4"
