@@ -219,6 +219,41 @@ def test_bf16_segmenter_packs_the_large_gemms(bundle):
     assert not hasattr(seg.model.backbone.layer4.blocks[0].mlp.fc1, "_packed_weight")  # little gain, much memory
     assert not hasattr(seg.model.backbone.head[1].mlp.fc1, "_packed_weight")  # float32 CLIP head
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_mask_as_additive_bias_is_sdpa_with_the_boolean_mask(dtype):
+    """The decoder passes its boolean attention mask (True = blocked) to SDPA as 0 / -inf in the
+    queries' dtype: exactly what SDPA computes with the boolean "allowed" mask, in float32 and under
+    bf16 autocast, and a blocked key gets no weight."""
+    import torch.nn.functional as F
+
+    from segcli.model.transformer_decoder import Attention
+
+    g = torch.Generator().manual_seed(3)
+    attn = Attention(32, 4).eval()
+    query, pos = torch.randn(2, 5, 32, generator=g), torch.randn(2, 5, 32, generator=g)
+    key, key_pos = torch.randn(2, 40, 32, generator=g), torch.randn(2, 40, 32, generator=g)
+    blocked = torch.rand(2, 5, 40, generator=g) < 0.6
+    blocked[:, :, 0] = False  # every query may attend somewhere
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        ours = attn(query, key, key, pos, key_pos, blocked)
+        mha = attn.attn
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+        q = F.linear(query + pos, w_q, b_q).view(2, 5, 4, 8).transpose(1, 2)
+        k = F.linear(key + key_pos, w_k, b_k).view(2, 40, 4, 8).transpose(1, 2)
+        v = F.linear(key, w_v, b_v).view(2, 40, 4, 8).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=~blocked[:, None])
+        reference = query + mha.out_proj(out.transpose(1, 2).reshape(2, 5, 32))
+        # the values of the keys blocked for query 0 changed: its output must not move
+        value = key.clone()
+        batch, keys = blocked[:, 0].nonzero(as_tuple=True)
+        value[batch, keys] += 100
+        moved = attn(query, key, value, pos, key_pos, blocked)
+    assert torch.equal(ours, reference)
+    assert torch.equal(moved[:, 0], ours[:, 0]), "query 0 read a value it was blocked from"
+    assert not torch.equal(moved[:, 1:], ours[:, 1:])  # the others do read some of them
+
+
 def test_msda_chunked_gathers_match_one_chunk(monkeypatch):
     g = torch.Generator().manual_seed(2)
     shapes = [(5, 7), (3, 4)]
